@@ -1,0 +1,176 @@
+"""The in-memory buffer: every accepted message that is not yet settled.
+
+Pure policy with no I/O: callers pass the current (monotonic) time, so the rules
+on capacity, deadlines, high-water spilling and held-back messages are tested
+without sleeping. A message is in exactly one of four places until it is
+settled (confirmed by the broker, or durably stored):
+
+- ``pending``: waiting to be published, oldest first;
+- ``held``: failed for a reason of its own (nack, return, broke its channel);
+  waiting for the store, or for its backoff to end if the store is down;
+- ``in_flight``: published, its confirm not yet in;
+- ``spilling``: being written to the store.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+from collections import deque
+from collections.abc import Iterable
+
+from ._exceptions import BufferFull, InvalidMessage
+from ._message import Message
+
+
+class Buffer:
+    """Bounded store of unsettled messages, keyed by message id."""
+
+    def __init__(self, *, capacity: int, high_water: int) -> None:
+        if capacity < 1:
+            raise ValueError("max_buffer must be at least 1")
+        if not 0 < high_water <= capacity:
+            raise ValueError("high_water must be between 1 and max_buffer")
+        self.capacity = capacity
+        self.high_water = high_water
+        self._unsettled: dict[str, Message] = {}
+        self._pending: deque[Message] = deque()
+        self._held: list[tuple[float, int, Message]] = []
+        self._held_seq = itertools.count()
+        self._in_flight: dict[str, Message] = {}
+        self._spilling = 0
+        self.has_pending = asyncio.Event()
+        self.needs_spill = asyncio.Event()
+        self.empty = asyncio.Event()
+        self.empty.set()
+
+    def __len__(self) -> int:
+        return len(self._unsettled)
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    @property
+    def held(self) -> int:
+        return len(self._held)
+
+    def add(self, message: Message) -> None:
+        """Accept ``message`` or raise, leaving the buffer unchanged."""
+        unsettled = self._unsettled
+        if len(unsettled) >= self.capacity:
+            raise BufferFull(self.capacity)
+        if message.message_id in unsettled:
+            raise InvalidMessage(f"message_id {message.message_id!r} is already unsettled")
+        unsettled[message.message_id] = message
+        self._pending.append(message)
+        if len(unsettled) == 1:
+            self.empty.clear()
+        self.has_pending.set()
+        if len(unsettled) > self.high_water:
+            self.needs_spill.set()
+
+    def take(self, now: float, limit: int) -> list[Message]:
+        """Up to ``limit`` messages to publish now; they count as in flight."""
+        batch: list[Message] = []
+        held = self._held
+        while held and len(batch) < limit and held[0][0] <= now:
+            batch.append(heapq.heappop(held)[2])
+        pending = self._pending
+        while pending and len(batch) < limit:
+            batch.append(pending.popleft())
+        for message in batch:
+            self._in_flight[message.message_id] = message
+        if not pending:
+            self.has_pending.clear()
+        return batch
+
+    def ready(self, now: float) -> bool:
+        """Whether :meth:`take` would return anything at ``now``."""
+        return bool(self._pending) or bool(self._held and self._held[0][0] <= now)
+
+    def next_held(self) -> float | None:
+        """When the first held message may be published again, if any is held."""
+        return self._held[0][0] if self._held else None
+
+    def take_in_flight(self) -> list[Message]:
+        """Every in-flight message, for :meth:`retry` after their publishes were cut short."""
+        return list(self._in_flight.values())
+
+    def settle(self, message: Message) -> None:
+        """The broker confirmed ``message``: forget it."""
+        self._in_flight.pop(message.message_id, None)
+        self._forget(message)
+
+    def retry(self, messages: Iterable[Message]) -> None:
+        """Put in-flight ``messages`` back at the head of the queue, oldest first."""
+        returned = sorted(messages, key=_by_timestamp, reverse=True)
+        for message in returned:
+            self._in_flight.pop(message.message_id, None)
+            message.not_before = 0.0
+        self._pending.extendleft(returned)
+        if returned:
+            self.has_pending.set()
+
+    def hold(self, message: Message, not_before: float) -> None:
+        """Keep an in-flight ``message`` back until it is stored or ``not_before`` passes."""
+        self._in_flight.pop(message.message_id, None)
+        message.not_before = not_before
+        heapq.heappush(self._held, (not_before, next(self._held_seq), message))
+        self.needs_spill.set()
+
+    def take_for_spill(self, now: float, limit: int) -> list[Message]:
+        """Messages to store now: held ones, overdue ones, and the oldest above high water."""
+        batch = [entry[2] for entry in self._held[:limit]]
+        del self._held[: len(batch)]
+        heapq.heapify(self._held)
+        pending = self._pending
+        excess = len(self._unsettled) - self._spilling - len(batch) - self.high_water
+        while pending and len(batch) < limit and (pending[0].deadline <= now or excess > 0):
+            batch.append(pending.popleft())
+            excess -= 1
+        self._spilling += len(batch)
+        if not pending:
+            self.has_pending.clear()
+        self.needs_spill.clear()
+        return batch
+
+    def spilled(self, messages: Iterable[Message]) -> None:
+        """``messages`` taken by :meth:`take_for_spill` are durably stored: forget them."""
+        for message in messages:
+            self._spilling -= 1
+            self._forget(message)
+
+    def unspill(self, messages: list[Message]) -> None:
+        """The store refused ``messages``: keep them in memory as they were."""
+        self._spilling -= len(messages)
+        requeue = [m for m in messages if m.not_before == 0.0]
+        for message in messages:
+            if message.not_before != 0.0:
+                heapq.heappush(self._held, (message.not_before, next(self._held_seq), message))
+        self._pending.extendleft(sorted(requeue, key=_by_timestamp, reverse=True))
+        if requeue:
+            self.has_pending.set()
+
+    def take_all(self) -> list[Message]:
+        """Everything not in flight or being spilled, for a final store on close."""
+        batch = [entry[2] for entry in self._held]
+        batch.extend(self._pending)
+        self._held.clear()
+        self._pending.clear()
+        self._spilling += len(batch)
+        self.has_pending.clear()
+        return batch
+
+    def next_deadline(self) -> float | None:
+        """When the oldest pending message falls due for the store, if any is pending."""
+        return self._pending[0].deadline if self._pending else None
+
+    def _forget(self, message: Message) -> None:
+        if self._unsettled.pop(message.message_id, None) is not None and not self._unsettled:
+            self.empty.set()
+
+
+def _by_timestamp(message: Message) -> float:
+    return message.timestamp

@@ -1,0 +1,292 @@
+"""The AMQP link: one robust aio-pika connection and its publishing channels.
+
+This is the only module that imports aio-pika or aiormq. It turns their
+exceptions, confirm frames and returned messages into :class:`Result` values,
+so the producer's policy never sees a foreign exception.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import re
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import aio_pika
+import aiormq
+import aiormq.abc
+from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
+from aio_pika.robust_connection import RobustConnection
+from aiormq.channel import EXCEPTION_MAPPING
+
+from ._backoff import Backoff
+from ._message import Message
+
+log = logging.getLogger("aioproducer.connection")
+
+_CODES = {cls: code for code, cls in EXCEPTION_MAPPING.items()}
+_MISSING_EXCHANGE = re.compile(r"no exchange '(.*)' in vhost")
+
+
+class Outcome(enum.Enum):
+    """How one publish ended."""
+
+    ACKED = "acked"
+    NACKED = "nacked"
+    RETURNED = "returned"
+    CHANNEL_ERROR = "channel_error"
+    LOST = "lost"
+    TIMEOUT = "timeout"
+
+
+@dataclass(frozen=True, slots=True)
+class Result:
+    """The outcome of one publish, with the broker's reply code and text if any."""
+
+    outcome: Outcome
+    detail: str = ""
+    code: int = 0
+    missing_exchange: str | None = None
+
+
+ACKED = Result(Outcome.ACKED)
+
+
+class _BackoffConnection(RobustConnection):
+    """A robust connection whose reconnect delay grows with jitter instead of staying fixed.
+
+    aio-pika reads ``reconnect_interval`` before every reconnection attempt; here
+    each read draws the next delay of ``policy``, and a successful connection
+    starts the sequence again.
+    """
+
+    policy: ClassVar[Backoff] = Backoff()
+    _failures = 0
+
+    @property
+    def reconnect_interval(self) -> float:
+        delay = self.policy.delay(self._failures)
+        self._failures += 1
+        return delay
+
+    @reconnect_interval.setter
+    def reconnect_interval(self, value: float) -> None:
+        """The policy decides; the URL's fixed interval is ignored."""
+
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        self._failures = 0
+
+
+def _connection_class(policy: Backoff) -> type[_BackoffConnection]:
+    return type("Connection", (_BackoffConnection,), {"policy": policy})
+
+
+def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
+    """Whether the broker has sent ``Connection.Blocked`` (a memory or disk alarm).
+
+    aiormq keeps this in a private event that gates its ``ready()``; there is no
+    public flag.
+    """
+    unblocked = getattr(connection, "_Connection__connection_unblocked", None)
+    return isinstance(unblocked, asyncio.Event) and not unblocked.is_set()
+
+
+class AmqpLink:
+    """One robust connection with a channel per use (``live`` and ``replay``)."""
+
+    CHANNELS = ("live", "replay")
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        backoff: Backoff,
+        connect_timeout: float = 10.0,
+        name: str = "aioproducer",
+    ) -> None:
+        self._url = url
+        self._backoff = backoff
+        self._connect_timeout = connect_timeout
+        self._name = name
+        self._connection: AbstractRobustConnection | None = None
+        self._channels: dict[str, AbstractRobustChannel] = {}
+        self._opener: asyncio.Task[None] | None = None
+        self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.connections = 0
+
+    @property
+    def connected(self) -> bool:
+        connection = self._connection
+        return connection is not None and connection.connected.is_set()
+
+    @property
+    def blocked(self) -> bool:
+        amqp = self._amqp()
+        return amqp is not None and _is_blocked(amqp)
+
+    def start(self) -> None:
+        """Connect in the background; returns at once, whatever the broker's state."""
+        if self._opener is None:
+            self._opener = asyncio.create_task(self._open(), name="aioproducer-connect")
+
+    async def _open(self) -> None:
+        connection = await aio_pika.connect_robust(
+            self._url,
+            connection_class=_connection_class(self._backoff),
+            fail_fast=False,
+            timeout=self._connect_timeout,
+            client_properties={"connection_name": self._name},
+        )
+        self._connection = connection
+        connection.close_callbacks.add(self._on_connection_closed)
+        connection.reconnect_callbacks.add(self._on_reconnected)
+        self._connected()
+        attempt = 0
+        for which in self.CHANNELS:
+            while which not in self._channels:
+                try:
+                    channel = await connection.channel(
+                        publisher_confirms=True, on_return_raises=False
+                    )
+                except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                    # The robust connection reconnects by itself; try again after it.
+                    log.warning("opening the %s channel failed: %r", which, exc)
+                    await asyncio.sleep(self._backoff.delay(attempt))
+                    attempt += 1
+                    continue
+                channel.close_callbacks.add(self._on_channel_event)
+                channel.reopen_callbacks.add(self._on_channel_event)
+                self._channels[which] = channel
+        self._notify()
+
+    def _connected(self) -> None:
+        self.connections += 1
+        log.info("connected to %s", _safe_url(self._url))
+
+    def _on_connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+        log.info("connection to %s lost: %r", _safe_url(self._url), exc)
+        self._notify()
+
+    def _on_reconnected(self, _sender: Any) -> None:
+        self._connected()
+        self._notify()
+
+    def _on_channel_event(self, _sender: Any, *_: Any) -> None:
+        self._notify()
+
+    def _notify(self) -> None:
+        changed, self._changed = self._changed, asyncio.get_running_loop().create_future()
+        if not changed.done():
+            changed.set_result(None)
+
+    def _amqp(self) -> aiormq.abc.AbstractConnection | None:
+        connection = self._connection
+        transport = connection.transport if connection is not None else None
+        return transport.connection if transport is not None else None
+
+    async def _channel_now(self, which: str) -> aiormq.abc.AbstractChannel | None:
+        channel = self._channels.get(which)
+        if channel is None or channel.is_closed or not self.connected:
+            return None
+        try:
+            underlay = await channel.get_underlay_channel()
+        except (aiormq.exceptions.AMQPError, RuntimeError):
+            return None
+        if underlay.is_closed or _is_blocked(underlay.connection):
+            return None
+        return underlay
+
+    async def channel(self, which: str) -> aiormq.abc.AbstractChannel:
+        """Wait until channel ``which`` can take publishes: connected, open, not blocked."""
+        while True:
+            changed = self._changed
+            underlay = await self._channel_now(which)
+            if underlay is not None:
+                return underlay
+            waiters: list[asyncio.Future[Any]] = [changed]
+            amqp = self._amqp()
+            if amqp is not None and not amqp.is_closed and _is_blocked(amqp):
+                waiters.append(asyncio.ensure_future(amqp.ready()))
+            # A state change that raises no callback is caught by the periodic re-check.
+            await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
+            for waiter in waiters[1:]:
+                waiter.cancel()
+
+    async def publish(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        message: Message,
+        *,
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+    ) -> Result:
+        """Publish ``message`` and wait for its confirm, at most ``timeout`` seconds."""
+        properties = aiormq.spec.Basic.Properties(
+            content_type=message.content_type,
+            delivery_mode=2 if persistent else 1,
+            message_id=message.message_id,
+            timestamp=datetime.fromtimestamp(int(message.timestamp), UTC),
+            headers=message.headers,
+        )
+        try:
+            confirm = await channel.basic_publish(
+                message.body,
+                exchange=message.exchange,
+                routing_key=message.routing_key,
+                properties=properties,
+                mandatory=mandatory,
+                timeout=timeout,
+            )
+        except TimeoutError:
+            return Result(Outcome.TIMEOUT, f"no confirm within {timeout:.3g}s")
+        except aiormq.exceptions.ChannelClosed as exc:
+            text = str(exc.args[-1]) if exc.args else repr(exc)
+            code = _CODES.get(type(exc), 0)
+            if not code and len(exc.args) == 2 and isinstance(exc.args[0], int):
+                code = exc.args[0]
+            missing = _MISSING_EXCHANGE.search(text) if code == 404 else None
+            return Result(
+                Outcome.CHANNEL_ERROR,
+                text,
+                code,
+                missing_exchange=missing.group(1) if missing else None,
+            )
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            # ChannelInvalidStateError is a RuntimeError: the channel or connection is gone.
+            return Result(Outcome.LOST, repr(exc))
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise
+            # aiormq cancels pending confirms when the connection drops under them.
+            return Result(Outcome.LOST, "confirm cancelled by a closing connection")
+        if isinstance(confirm, aiormq.spec.Basic.Ack):
+            return ACKED
+        if isinstance(confirm, aiormq.abc.DeliveredMessage):
+            frame = confirm.delivery
+            code = getattr(frame, "reply_code", 0) or 0
+            text = getattr(frame, "reply_text", "") or "returned"
+            return Result(Outcome.RETURNED, f"{code} {text}", code)
+        return Result(Outcome.NACKED, "nacked by the broker")
+
+    async def close(self) -> None:
+        """Close the connection, stopping any reconnection in progress."""
+        if self._opener is not None:
+            self._opener.cancel()
+            await asyncio.gather(self._opener, return_exceptions=True)
+            self._opener = None
+        connection, self._connection = self._connection, None
+        self._channels.clear()
+        if connection is not None:
+            await connection.close()
+        self._notify()
+
+
+def _safe_url(url: str) -> str:
+    """``url`` without its password, for logs."""
+    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)

@@ -1,0 +1,69 @@
+"""The last resort on close: messages the store would not take, written to a local file.
+
+One JSON object a line, the body in base64; ``python -m aioproducer import``
+puts such a file into any store.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from ._message import Message, decode_headers, encode_headers
+
+
+def write_messages(path: Path, messages: Iterable[Message]) -> int:
+    """Write ``messages`` to a new file at ``path`` and fsync it; return how many."""
+    count = 0
+    with open(path, "x", encoding="utf-8") as out:
+        for message in messages:
+            out.write(json.dumps(_to_dict(message), separators=(",", ":")) + "\n")
+            count += 1
+        out.flush()
+        os.fsync(out.fileno())
+    return count
+
+
+def read_messages(path: Path) -> Iterator[Message]:
+    """The messages of a file written by :func:`write_messages`."""
+    with open(path, encoding="utf-8") as src:
+        for line in src:
+            if line.strip():
+                yield _from_dict(json.loads(line))
+
+
+def _to_dict(message: Message) -> dict[str, object]:
+    return {
+        "message_id": message.message_id,
+        "body": base64.b64encode(message.body).decode(),
+        "exchange": message.exchange,
+        "routing_key": message.routing_key,
+        "content_type": message.content_type,
+        "timestamp": message.timestamp,
+        "headers": encode_headers(message.headers),
+        "attempts": message.attempts,
+        "last_error": message.last_error,
+    }
+
+
+def _from_dict(data: dict[str, object]) -> Message:
+    headers = data["headers"]
+    last_error = data["last_error"]
+    timestamp = data["timestamp"]
+    attempts = data["attempts"]
+    if not isinstance(timestamp, int | float) or not isinstance(attempts, int):
+        raise ValueError(f"bad record for message {data.get('message_id')!r}")
+    return Message(
+        message_id=str(data["message_id"]),
+        body=base64.b64decode(str(data["body"])),
+        exchange=str(data["exchange"]),
+        routing_key=str(data["routing_key"]),
+        content_type=str(data["content_type"]),
+        timestamp=float(timestamp),
+        headers=decode_headers(headers if isinstance(headers, str) else None),
+        attempts=attempts,
+        last_error=last_error if isinstance(last_error, str) else None,
+    )

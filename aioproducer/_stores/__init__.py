@@ -1,0 +1,1 @@
+"""Durable stores for messages that could not be confirmed in time."""
