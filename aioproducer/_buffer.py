@@ -41,6 +41,8 @@ class Buffer:
         self._in_flight: dict[str, Message] = {}
         self._spilling = 0
         self.has_pending = asyncio.Event()
+        #: Set when the spill task should look again: something is held, the queue
+        #: has a new head (so a new next deadline), or memory is above high water.
         self.needs_spill = asyncio.Event()
         self.empty = asyncio.Event()
         self.empty.set()
@@ -64,12 +66,14 @@ class Buffer:
         if message.message_id in unsettled:
             raise InvalidMessage(f"message_id {message.message_id!r} is already unsettled")
         unsettled[message.message_id] = message
-        self._pending.append(message)
+        pending = self._pending
+        if not pending or len(unsettled) > self.high_water:
+            # A new head of the queue (a new next deadline), or too much in memory.
+            self.needs_spill.set()
+        pending.append(message)
         if len(unsettled) == 1:
             self.empty.clear()
         self.has_pending.set()
-        if len(unsettled) > self.high_water:
-            self.needs_spill.set()
 
     def take(self, now: float, limit: int) -> list[Message]:
         """Up to ``limit`` messages to publish now; they count as in flight."""
@@ -112,6 +116,7 @@ class Buffer:
         self._pending.extendleft(returned)
         if returned:
             self.has_pending.set()
+            self.needs_spill.set()
 
     def hold(self, message: Message, not_before: float) -> None:
         """Keep an in-flight ``message`` back until it is stored or ``not_before`` passes."""

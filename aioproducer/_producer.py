@@ -368,6 +368,8 @@ class Producer:
         elif type(exchange) is not str or len(exchange) > 63:
             _check_name(exchange, "exchange")
         if headers is not None:
+            if not isinstance(headers, Mapping):
+                raise InvalidMessage(f"headers must be a mapping, not {type(headers).__name__}")
             headers = dict(headers)
             check_headers(headers)
         if message_id is None:

@@ -55,6 +55,16 @@ async def memory_alarm() -> AsyncIterator[None]:
         await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
 
 
+@contextlib.asynccontextmanager
+async def connection() -> AsyncIterator[aio_pika.abc.AbstractConnection]:
+    """A plain connection to the broker, for reading test queues after an outage."""
+    conn = await aio_pika.connect(AMQP_URL)
+    try:
+        yield conn
+    finally:
+        await conn.close()
+
+
 @dataclass
 class Received:
     """A message read back from a test queue."""

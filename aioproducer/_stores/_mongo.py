@@ -222,7 +222,7 @@ class MongoStore:
             return
         docs = [_to_document(m) for m in messages]
         errors = _pymongo().errors
-        async with _translate("put"):
+        async with _translate("put", self._name):
             coll = await self._collection()
             try:
                 await coll.insert_many(docs, ordered=False)
@@ -263,7 +263,7 @@ class MongoStore:
         now = self._clock()
         due = {"due_at": {"$lte": now}, "lease_until": {"$lte": now}}
         token = uuid.uuid4().hex
-        async with _translate("claim"):
+        async with _translate("claim", self._name):
             coll = await self._collection()
             cursor = coll.find(due, {"_id": 1}, sort=[("timestamp", 1)], limit=limit)
             ids = [doc["_id"] for doc in await cursor.to_list(None)]
@@ -290,7 +290,7 @@ class MongoStore:
         if not message_ids:
             return
         ids = list(message_ids)
-        async with _translate("ack"):
+        async with _translate("ack", self._name):
             coll = await self._collection()
             for start in range(0, len(ids), _ACK_CHUNK):
                 await coll.delete_many({"_id": {"$in": ids[start : start + _ACK_CHUNK]}})
@@ -315,12 +315,12 @@ class MongoStore:
             )
             for m in messages
         ]
-        async with _translate("release"):
+        async with _translate("release", self._name):
             coll = await self._collection()
             await coll.bulk_write(requests, ordered=False)
 
     async def count(self) -> int:
-        async with _translate("count"):
+        async with _translate("count", self._name):
             coll = await self._collection()
             return await coll.count_documents({})
 
@@ -330,7 +330,7 @@ class MongoStore:
             self._coll = None
             client, self._client = self._client, None
             if client is not None:
-                async with _translate("close"):
+                async with _translate("close", self._name):
                     await client.close()
 
 
@@ -390,8 +390,9 @@ def _ignore_duplicates(exc: Any) -> None:
 class _translate:
     """Turn PyMongo errors into :class:`StoreError`, naming the operation."""
 
-    def __init__(self, operation: str) -> None:
+    def __init__(self, operation: str, name: str) -> None:
         self.operation = operation
+        self.name = name
 
     async def __aenter__(self) -> None:
         return None
@@ -405,4 +406,4 @@ class _translate:
         if exc is None or isinstance(exc, StoreError):
             return
         if isinstance(exc, _pymongo().errors.PyMongoError):
-            raise StoreError(f"MongoDB {self.operation} failed: {exc}") from exc
+            raise StoreError(f"MongoDB {self.operation} on {self.name} failed: {exc}") from exc

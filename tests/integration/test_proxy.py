@@ -1,0 +1,65 @@
+"""Connections cut mid-stream or left half-open, through a TCP proxy: nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import aio_pika
+import pytest
+
+from tests.broker import wait_for_ids
+from tests.integration.conftest import ProducerFactory, proxied_url
+from tests.proxy import TcpProxy
+from tests.waiting import run_without_suspending, store_is_empty, wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.fault]
+
+
+async def test_connection_cut_mid_stream_loses_nothing(
+    make_producer: ProducerFactory,
+    proxy: TcpProxy,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+) -> None:
+    producer = make_producer(proxied_url(proxy))
+    await producer.start()
+    await wait_until(lambda: producer.stats().connected, what="connection")
+    ids: set[str] = set()
+    for cut in range(3):
+        for n in range(1000):
+            ids.add(run_without_suspending(producer.publish({"n": n}, routing_key=queue)))
+            if n == 500:
+                # Let part of the stream go out, then cut it with publishes in flight.
+                await wait_until(lambda: producer.stats().in_flight > 0, what="publishes in flight")
+                assert proxy.cut() == 1
+        reconnected = cut + 2
+        await wait_until(lambda: producer.stats().connections >= reconnected, what="reconnection")
+    await wait_for_ids(amqp, queue, ids, timeout=60)
+    await wait_until(store_is_empty(producer.store), what="store drained")
+    assert producer.stats().retried > 0, "the cuts caught publishes in flight"
+
+
+async def test_half_open_connection_is_noticed_and_nothing_is_lost(
+    make_producer: ProducerFactory,
+    proxy: TcpProxy,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+) -> None:
+    producer = make_producer(proxied_url(proxy, heartbeat=1), spill_after=0.5)
+    await producer.start()
+    await wait_until(lambda: producer.stats().connected, what="connection")
+    ids = {await producer.publish({"n": n}, routing_key=queue) for n in range(100)}
+    assert await producer.flush(timeout=30)
+
+    assert proxy.blackhole() == 1
+    # Neither side is told: the producer keeps publishing into the dead path until its
+    # heartbeat gives up; meanwhile overdue messages must reach the store.
+    for n in range(300):
+        ids.add(run_without_suspending(producer.publish({"n": n}, routing_key=queue)))
+        await asyncio.sleep(0.01)
+    await wait_until(lambda: producer.stats().spilled > 0, what="spill while half-open")
+    await wait_until(
+        lambda: producer.stats().connections >= 2, timeout=60, what="reconnect after heartbeat"
+    )
+    await wait_for_ids(amqp, queue, ids, timeout=60)
+    await wait_until(store_is_empty(producer.store), what="store drained")

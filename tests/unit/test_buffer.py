@@ -1,0 +1,153 @@
+"""The buffer's rules, driven with explicit (monotonic) times: no clock, no sleeping."""
+
+from __future__ import annotations
+
+import pytest
+
+from aioproducer import BufferFull, InvalidMessage, Message
+from aioproducer._buffer import Buffer
+
+
+def message(n: int, *, deadline: float = 10.0) -> Message:
+    return Message(
+        message_id=f"m{n}",
+        body=b"x",
+        exchange="",
+        routing_key="q",
+        content_type="application/octet-stream",
+        timestamp=1_000.0 + n,
+        deadline=deadline,
+    )
+
+
+def ids(messages: list[Message]) -> list[str]:
+    return [m.message_id for m in messages]
+
+
+def test_capacity_is_a_hard_bound_and_a_refusal_changes_nothing() -> None:
+    buffer = Buffer(capacity=3, high_water=3)
+    for n in range(3):
+        buffer.add(message(n))
+    with pytest.raises(BufferFull) as caught:
+        buffer.add(message(3))
+    assert caught.value.capacity == 3
+    assert len(buffer) == 3
+    assert ids(buffer.take(now=0.0, limit=10)) == ["m0", "m1", "m2"]
+
+
+def test_in_flight_messages_count_against_capacity_until_settled() -> None:
+    buffer = Buffer(capacity=2, high_water=2)
+    buffer.add(message(0))
+    buffer.add(message(1))
+    [first, _] = buffer.take(now=0.0, limit=10)
+    with pytest.raises(BufferFull):
+        buffer.add(message(2))
+    buffer.settle(first)
+    buffer.add(message(2))
+    assert len(buffer) == 2
+
+
+def test_an_unsettled_message_id_cannot_be_reused() -> None:
+    buffer = Buffer(capacity=5, high_water=5)
+    buffer.add(message(0))
+    with pytest.raises(InvalidMessage):
+        buffer.add(message(0))
+    assert len(buffer) == 1
+
+
+def test_take_respects_the_limit_and_marks_in_flight() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    for n in range(5):
+        buffer.add(message(n))
+    assert ids(buffer.take(now=0.0, limit=2)) == ["m0", "m1"]
+    assert buffer.in_flight == 2
+    assert len(buffer) == 5
+
+
+def test_retried_messages_go_back_to_the_head_oldest_first() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    for n in range(4):
+        buffer.add(message(n))
+    taken = buffer.take(now=0.0, limit=3)
+    buffer.retry(reversed(taken))
+    assert buffer.in_flight == 0
+    assert ids(buffer.take(now=0.0, limit=10)) == ["m0", "m1", "m2", "m3"]
+
+
+def test_only_messages_past_their_deadline_are_spilled() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    buffer.add(message(1, deadline=6.0))
+    buffer.add(message(2, deadline=9.0))
+    assert buffer.take_for_spill(now=4.0, limit=10) == []
+    assert buffer.next_deadline() == 5.0
+    spilling = buffer.take_for_spill(now=6.0, limit=10)
+    assert ids(spilling) == ["m0", "m1"]
+    assert len(buffer) == 3, "messages being written still count until the write succeeds"
+    buffer.spilled(spilling)
+    assert len(buffer) == 1
+    assert buffer.next_deadline() == 9.0
+
+
+def test_above_high_water_the_oldest_spill_early() -> None:
+    buffer = Buffer(capacity=10, high_water=4)
+    for n in range(6):
+        buffer.add(message(n, deadline=100.0))
+    assert buffer.needs_spill.is_set()
+    assert ids(buffer.take_for_spill(now=0.0, limit=10)) == ["m0", "m1"]
+
+
+def test_a_refused_spill_puts_messages_back_in_order() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    for n in range(3):
+        buffer.add(message(n, deadline=1.0))
+    spilling = buffer.take_for_spill(now=2.0, limit=10)
+    buffer.unspill(spilling)
+    assert len(buffer) == 3
+    assert ids(buffer.take(now=2.0, limit=10)) == ["m0", "m1", "m2"]
+
+
+def test_held_messages_wait_for_their_backoff_but_spill_at_once() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0))
+    buffer.add(message(1))
+    [bad] = buffer.take(now=0.0, limit=1)
+    buffer.hold(bad, not_before=50.0)
+    assert buffer.held == 1
+    assert ids(buffer.take(now=1.0, limit=10)) == ["m1"], "a held message is not retried early"
+    assert not buffer.ready(now=1.0)
+    assert buffer.ready(now=50.0)
+    assert buffer.next_held() == 50.0
+    spilling = buffer.take_for_spill(now=1.0, limit=10)
+    assert ids(spilling) == ["m0"], "a held message goes to the store without waiting"
+    buffer.unspill(spilling)
+    assert buffer.held == 1, "refused by the store, it is held again"
+    assert ids(buffer.take(now=50.0, limit=10)) == ["m0"]
+
+
+def test_empty_event_follows_the_unsettled_count() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    assert buffer.empty.is_set()
+    buffer.add(message(0))
+    assert not buffer.empty.is_set()
+    [m] = buffer.take(now=0.0, limit=1)
+    buffer.settle(m)
+    assert buffer.empty.is_set()
+
+
+def test_take_all_returns_everything_not_in_flight() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    for n in range(4):
+        buffer.add(message(n))
+    [first] = buffer.take(now=0.0, limit=1)
+    buffer.hold(first, not_before=99.0)
+    [second] = buffer.take(now=0.0, limit=1)
+    rest = buffer.take_all()
+    assert sorted(ids(rest)) == ["m0", "m2", "m3"]
+    assert buffer.take_in_flight() == [second]
+
+
+@pytest.mark.parametrize(("capacity", "high_water"), [(0, 1), (5, 0), (5, 6)])
+def test_bad_bounds_are_refused(capacity: int, high_water: int) -> None:
+    with pytest.raises(ValueError):
+        Buffer(capacity=capacity, high_water=high_water)

@@ -1,0 +1,171 @@
+"""publish() is a hand-off: it serialises, checks and enqueues, or raises and enqueues nothing.
+
+The producer here points at a closed local port, so nothing is ever delivered; the
+tests look only at what publish() accepts.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aioproducer import (
+    BodyNotSerializable,
+    BufferFull,
+    InvalidMessage,
+    MessageTooLarge,
+    Producer,
+    ProducerClosed,
+    ProducerError,
+    SQLiteStore,
+)
+from tests.waiting import run_without_suspending
+
+NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
+
+
+@pytest.fixture
+async def producer(tmp_path: Path) -> AsyncIterator[Producer]:
+    producer = Producer(
+        NOWHERE,
+        store=SQLiteStore(tmp_path / "spill.db"),
+        max_buffer=5,
+        max_message_size=1024,
+        spill_after=3600,
+        fallback_dir=tmp_path,
+    )
+    await producer.start()
+    yield producer
+    await producer.close(timeout=0)
+
+
+def accepted(producer: Producer) -> tuple[int, int]:
+    stats = producer.stats()
+    return stats.accepted, stats.buffered
+
+
+async def test_publish_returns_a_fresh_id_without_suspending(producer: Producer) -> None:
+    first = run_without_suspending(producer.publish({"order": 1}, routing_key="q"))
+    second = run_without_suspending(producer.publish(b"raw", routing_key="q"))
+    assert len(first) == 32 and first != second
+    assert accepted(producer) == (2, 2)
+
+
+async def test_callers_message_id_is_kept(producer: Producer) -> None:
+    assert await producer.publish("hi", message_id="order-1") == "order-1"
+
+
+@pytest.mark.parametrize(
+    ("body", "error"),
+    [
+        (object(), BodyNotSerializable),
+        ({"when": datetime.now(UTC)}, BodyNotSerializable),
+        ({"x": math.nan}, BodyNotSerializable),
+        (b"x" * 1025, MessageTooLarge),
+        ("é" * 513, MessageTooLarge),
+        ({"pad": "x" * 1100}, MessageTooLarge),
+    ],
+    ids=["object", "datetime", "nan", "bytes", "utf8", "json"],
+)
+async def test_bad_bodies_raise_and_enqueue_nothing(
+    producer: Producer, body: object, error: type[ProducerError]
+) -> None:
+    with pytest.raises(error):
+        await producer.publish(body, routing_key="q")
+    assert accepted(producer) == (0, 0)
+
+
+async def test_message_too_large_carries_size_and_limit(producer: Producer) -> None:
+    with pytest.raises(MessageTooLarge) as caught:
+        await producer.publish(b"x" * 2000)
+    assert (caught.value.size, caught.value.limit) == (2000, 1024)
+
+
+async def test_serialisation_errors_are_type_errors(producer: Producer) -> None:
+    with pytest.raises(TypeError):
+        await producer.publish({1, 2})
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"routing_key": "r" * 256},
+        {"routing_key": 5},
+        {"exchange": "é" * 128},
+        {"headers": {"when": object()}},
+        {"headers": {1: "x"}},
+        {"headers": "not-a-dict"},
+        {"message_id": ""},
+        {"message_id": 42},
+        {"content_type": b"text/plain"},
+    ],
+    ids=lambda kwargs: next(iter(kwargs)),
+)
+async def test_bad_fields_raise_and_enqueue_nothing(
+    producer: Producer, kwargs: dict[str, Any]
+) -> None:
+    with pytest.raises(InvalidMessage):
+        await producer.publish(b"x", **kwargs)
+    assert accepted(producer) == (0, 0)
+
+
+async def test_an_id_still_unsettled_is_refused(producer: Producer) -> None:
+    await producer.publish(b"x", message_id="same")
+    with pytest.raises(InvalidMessage):
+        await producer.publish(b"y", message_id="same")
+    assert accepted(producer) == (1, 1)
+
+
+async def test_full_buffer_raises_buffer_full(producer: Producer) -> None:
+    for _ in range(5):
+        await producer.publish(b"x")
+    with pytest.raises(BufferFull) as caught:
+        await producer.publish(b"x")
+    assert caught.value.capacity == 5
+    assert accepted(producer) == (5, 5)
+
+
+async def test_publish_before_start_and_after_close_raises(tmp_path: Path) -> None:
+    producer = Producer(NOWHERE, store=SQLiteStore(tmp_path / "s.db"))
+    with pytest.raises(ProducerClosed):
+        await producer.publish(b"x")
+    await producer.start()
+    await producer.close(timeout=0)
+    with pytest.raises(ProducerClosed):
+        await producer.publish(b"x")
+    with pytest.raises(ProducerClosed):
+        await producer.start()
+
+
+async def test_close_without_a_broker_stores_everything(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    producer = Producer(NOWHERE, store=store, spill_after=3600)
+    await producer.start()
+    for n in range(20):
+        await producer.publish({"n": n})
+    await producer.close(timeout=0)
+    assert producer.stats().spilled == 20
+    assert await store.count() == 20
+    await store.close()
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [
+        {"url": "http://localhost"},
+        {"spill_after": 0},
+        {"max_buffer": 0},
+        {"high_water": 1.5},
+        {"max_in_flight": 0},
+        {"exchange": 3},
+    ],
+    ids=lambda kwargs: next(iter(kwargs)),
+)
+def test_bad_configuration_is_refused(kwargs: dict[str, Any]) -> None:
+    with pytest.raises((ValueError, TypeError)):
+        Producer(**kwargs)
