@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 import aio_pika
 import pytest
 
+from aioproducer import Producer
 from tests.broker import wait_for_ids
 from tests.integration.conftest import ProducerFactory, proxied_url
 from tests.proxy import TcpProxy
@@ -37,6 +39,10 @@ async def test_connection_cut_mid_stream_loses_nothing(
     await wait_for_ids(amqp, queue, ids, timeout=60)
     await wait_until(store_is_empty(producer.store), what="store drained")
     assert producer.stats().retried > 0, "the cuts caught publishes in flight"
+
+
+def connections(producer: Producer, count: int) -> Callable[[], bool]:
+    return lambda: producer.stats().connections >= count
 
 
 async def test_half_open_connection_is_noticed_and_nothing_is_lost(
