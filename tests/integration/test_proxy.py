@@ -34,8 +34,7 @@ async def test_connection_cut_mid_stream_loses_nothing(
                 # Let part of the stream go out, then cut it with publishes in flight.
                 await wait_until(lambda: producer.stats().in_flight > 0, what="publishes in flight")
                 assert proxy.cut() == 1
-        reconnected = cut + 2
-        await wait_until(lambda: producer.stats().connections >= reconnected, what="reconnection")
+        await wait_until(connections(producer, cut + 2), what="reconnection")
     await wait_for_ids(amqp, queue, ids, timeout=60)
     await wait_until(store_is_empty(producer.store), what="store drained")
     assert producer.stats().retried > 0, "the cuts caught publishes in flight"
