@@ -64,7 +64,15 @@ class _BackoffConnection(RobustConnection):
     """
 
     policy: ClassVar[Backoff] = Backoff()
+    link: ClassVar[AmqpLink | None] = None
     _failures = 0
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # connect_robust() returns only once connected: hand the connection over at
+        # once, so that a close() while the broker is down can stop its reconnecting.
+        if self.link is not None:
+            self.link._adopt(self)
 
     @property
     def reconnect_interval(self) -> float:
@@ -81,8 +89,8 @@ class _BackoffConnection(RobustConnection):
         self._failures = 0
 
 
-def _connection_class(policy: Backoff) -> type[_BackoffConnection]:
-    return type("Connection", (_BackoffConnection,), {"policy": policy})
+def _connection_class(policy: Backoff, link: AmqpLink) -> type[_BackoffConnection]:
+    return type("Connection", (_BackoffConnection,), {"policy": policy, "link": link})
 
 
 def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
@@ -136,12 +144,11 @@ class AmqpLink:
     async def _open(self) -> None:
         connection = await aio_pika.connect_robust(
             self._url,
-            connection_class=_connection_class(self._backoff),
+            connection_class=_connection_class(self._backoff, self),
             fail_fast=False,
             timeout=self._connect_timeout,
             client_properties={"connection_name": self._name},
         )
-        self._connection = connection
         connection.close_callbacks.add(self._on_connection_closed)
         connection.reconnect_callbacks.add(self._on_reconnected)
         self._connected()
@@ -162,6 +169,9 @@ class AmqpLink:
                 channel.reopen_callbacks.add(self._on_channel_event)
                 self._channels[which] = channel
         self._notify()
+
+    def _adopt(self, connection: AbstractRobustConnection) -> None:
+        self._connection = connection
 
     def _connected(self) -> None:
         self.connections += 1

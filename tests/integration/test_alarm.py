@@ -1,0 +1,39 @@
+"""The broker's memory alarm blocks publishers: publish() keeps accepting, nothing is lost."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from tests.broker import connection, memory_alarm, wait_for_ids
+from tests.integration.conftest import ProducerFactory
+from tests.waiting import run_without_suspending, store_is_empty, wait_until
+
+pytestmark = [pytest.mark.broker, pytest.mark.fault]
+
+
+async def test_memory_alarm_blocks_nothing_and_loses_nothing(
+    make_producer: ProducerFactory, queue: str
+) -> None:
+    producer = make_producer(spill_after=0.5)
+    await producer.start()
+    await wait_until(lambda: producer.stats().connected, what="connection")
+    ids = {await producer.publish({"before": n}, routing_key=queue) for n in range(100)}
+    assert await producer.flush(timeout=30)
+
+    async with memory_alarm():
+        # The broker blocks a connection when it next publishes.
+        for n in range(200):
+            ids.add(run_without_suspending(producer.publish({"during": n}, routing_key=queue)))
+            await asyncio.sleep(0.005)
+        await wait_until(lambda: producer.stats().blocked, what="Connection.Blocked")
+        for n in range(200):
+            ids.add(run_without_suspending(producer.publish({"blocked": n}, routing_key=queue)))
+        await wait_until(lambda: producer.stats().spilled > 0, what="spill while blocked")
+        assert producer.stats().blocked
+
+    await wait_until(lambda: not producer.stats().blocked, what="Connection.Unblocked")
+    async with connection() as conn:
+        await wait_for_ids(conn, queue, ids, timeout=60)
+    await wait_until(store_is_empty(producer.store), what="store drained")
