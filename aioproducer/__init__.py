@@ -19,6 +19,7 @@ from ._exceptions import (
 from ._message import Message
 from ._producer import Producer, ProducerState, ProducerStats
 from ._stores._base import Store
+from ._stores._mongo import MongoStore
 from ._stores._sqlite import SQLiteStore
 
 __all__ = [
@@ -28,6 +29,7 @@ __all__ = [
     "InvalidMessage",
     "Message",
     "MessageTooLarge",
+    "MongoStore",
     "Producer",
     "ProducerClosed",
     "ProducerError",

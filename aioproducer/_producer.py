@@ -502,10 +502,14 @@ class Producer:
             self._hold(message)
             return
         buffer.retry((message,))
-        if outcome is Outcome.TIMEOUT:
+        now = asyncio.get_running_loop().time()
+        if outcome is Outcome.LOST:
+            # The connection is going or gone: wait for it rather than spin on it.
+            self._paused_until = now + self._reconnect_backoff.base
+        else:
             # A broker that does not confirm in time is blocked, or its socket is
             # half-open: stop feeding it for a moment; the spill task takes what is due.
-            self._paused_until = asyncio.get_running_loop().time() + self._reconnect_backoff.cap
+            self._paused_until = now + self._reconnect_backoff.cap
             log.warning(
                 "producer %s: no confirm for message %s in time; pausing publishes",
                 self.owner,

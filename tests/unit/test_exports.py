@@ -1,0 +1,31 @@
+"""The public surface is what ``__init__`` exports, kept sorted and complete."""
+
+from __future__ import annotations
+
+import aioproducer
+
+
+def test_all_is_sorted_and_importable() -> None:
+    assert aioproducer.__all__ == sorted(aioproducer.__all__)
+    for name in aioproducer.__all__:
+        assert getattr(aioproducer, name) is not None
+
+
+def test_every_public_name_is_exported() -> None:
+    public = {
+        name
+        for name, value in vars(aioproducer).items()
+        if not name.startswith("_") and getattr(value, "__module__", "").startswith("aioproducer")
+    }
+    assert public == set(aioproducer.__all__)
+
+
+def test_errors_share_one_root() -> None:
+    errors = [
+        getattr(aioproducer, name)
+        for name in aioproducer.__all__
+        if isinstance(getattr(aioproducer, name), type)
+        and issubclass(getattr(aioproducer, name), Exception)
+    ]
+    assert len(errors) == 7
+    assert all(issubclass(error, aioproducer.ProducerError) for error in errors)
