@@ -1,0 +1,337 @@
+"""The store contract: every store passes these, whatever database is behind it.
+
+Backends: SQLite (a temporary file) and MongoDB (a real server when
+``AIOPRODUCER_TEST_MONGO_URL`` is set, otherwise the mongomock-motor stand-in; the
+test id says which). Time is a fake clock: leases expire without sleeping.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import json
+import multiprocessing
+import random
+from collections import Counter
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aioproducer._message import Message
+from aioproducer._stores._base import Store
+
+from ._workers import claim_until_empty
+from .backends import MONGO_STANDIN, Backend, FakeClock, StoreSpec
+from .conftest import Messages
+
+LEASE = 30.0
+
+
+#: What a store keeps of a message; the rest only means something in one process.
+STORED = (
+    "message_id", "body", "exchange", "routing_key", "content_type",
+    "timestamp", "headers", "attempts", "last_error", "due_at",
+)  # fmt: skip
+
+
+def fields(message: Message) -> dict[str, Any]:
+    return {name: getattr(message, name) for name in STORED}
+
+
+def ids(messages: list[Message]) -> list[str]:
+    return [m.message_id for m in messages]
+
+
+async def test_satisfies_the_store_protocol(store: Store) -> None:
+    assert isinstance(store, Store)
+
+
+async def test_empty_store(store: Store) -> None:
+    assert await store.count() == 0
+    assert await store.claim("a", limit=10, lease=LEASE) == []
+    await store.put([])
+    await store.ack([])
+    await store.release("a", [])
+    assert await store.count() == 0
+
+
+async def test_put_claim_ack(store: Store, messages: Messages) -> None:
+    batch = messages.many(3)
+    await store.put(batch)
+    assert await store.count() == 3
+
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    assert ids(claimed) == ids(batch)
+    assert await store.count() == 3  # leased messages are still held
+
+    await store.ack([batch[0].message_id, batch[2].message_id, "no-such-id"])
+    assert await store.count() == 1
+    await store.ack([batch[1].message_id])
+    assert await store.count() == 0
+
+
+async def test_claim_respects_limit(store: Store, messages: Messages) -> None:
+    await store.put(messages.many(5))
+    assert await store.claim("a", limit=0, lease=LEASE) == []
+    assert len(await store.claim("a", limit=2, lease=LEASE)) == 2
+    assert len(await store.claim("a", limit=2, lease=LEASE)) == 2
+    assert len(await store.claim("a", limit=2, lease=LEASE)) == 1
+    assert await store.claim("a", limit=2, lease=LEASE) == []
+
+
+async def test_put_is_idempotent_by_message_id(store: Store, messages: Messages) -> None:
+    first = messages()
+    await store.put([first])
+    again = dataclasses.replace(first, body=b"changed", attempts=7)
+    await store.put([again])
+    assert await store.count() == 1
+
+    new = messages.many(2)
+    await store.put([new[0], first, new[1], new[0]])  # known and repeated ids in one batch
+    assert await store.count() == 3
+
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    assert fields(claimed[0]) == fields(first)  # the first write won
+    assert sorted(ids(claimed)) == sorted(ids([first, *new]))
+
+
+async def test_put_leaves_a_leased_message_alone(store: Store, messages: Messages) -> None:
+    message = messages()
+    await store.put([message])
+    assert ids(await store.claim("a", limit=10, lease=LEASE)) == [message.message_id]
+    await store.put([message])
+    assert await store.claim("b", limit=10, lease=LEASE) == []
+
+
+async def test_claim_oldest_accepted_first(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    batch = [messages(timestamp=clock.now - 100 + i) for i in range(12)]
+    shuffled = batch[:]
+    random.Random(3).shuffle(shuffled)
+    for start in range(0, 12, 5):  # several puts, in no particular order
+        await store.put(shuffled[start : start + 5])
+
+    got = [ids(await store.claim("a", limit=5, lease=LEASE)) for _ in range(3)]
+    assert got == [ids(batch[0:5]), ids(batch[5:10]), ids(batch[10:12])]
+
+
+async def test_message_due_later_is_not_claimed_before(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    now_due, later = messages(), messages(due_at=clock.now + 60)
+    await store.put([later, now_due])
+
+    assert ids(await store.claim("a", limit=10, lease=LEASE)) == [now_due.message_id]
+    await store.ack([now_due.message_id])
+    clock.advance(59.5)
+    assert await store.claim("a", limit=10, lease=LEASE) == []
+    clock.advance(0.5)
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    assert [fields(m) for m in claimed] == [fields(later)]
+
+
+async def test_lease_expires_and_the_message_is_claimed_again(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    batch = messages.many(3)
+    await store.put(batch)
+    assert ids(await store.claim("crashed", limit=10, lease=LEASE)) == ids(batch)
+
+    clock.advance(LEASE - 0.5)
+    assert await store.claim("b", limit=10, lease=LEASE) == []
+    clock.advance(0.5)  # the lease runs out: the owner is presumed dead
+    assert ids(await store.claim("b", limit=10, lease=LEASE)) == ids(batch)
+    assert await store.claim("c", limit=10, lease=LEASE) == []  # now b holds them
+
+
+async def test_release_saves_attempts_error_and_due_time(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    message = messages()
+    await store.put([message])
+    (claimed,) = await store.claim("a", limit=10, lease=LEASE)
+
+    claimed.attempts = 3
+    claimed.last_error = "NOT_FOUND - no exchange 'missing' ✗"
+    claimed.due_at = clock.now + 5
+    await store.release("a", [claimed])
+    assert await store.claim("b", limit=10, lease=LEASE) == []  # released, but not yet due
+
+    clock.advance(5)
+    (again,) = await store.claim("b", limit=10, lease=LEASE)
+    assert fields(again) == fields(claimed)
+    assert again.attempts == 3 and again.last_error == claimed.last_error
+
+
+async def test_release_makes_a_message_due_at_once(store: Store, messages: Messages) -> None:
+    batch = messages.many(2)
+    await store.put(batch)
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    await store.release("a", claimed)
+    assert ids(await store.claim("b", limit=10, lease=LEASE)) == ids(batch)
+
+
+async def test_release_by_a_non_owner_is_ignored(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    message = messages()
+    await store.put([message])
+    (held,) = await store.claim("a", limit=10, lease=LEASE)
+
+    meddled = dataclasses.replace(held, attempts=9, last_error="not mine")
+    await store.release("b", [meddled])
+    assert await store.claim("b", limit=10, lease=LEASE) == []  # still a's
+
+    clock.advance(LEASE)
+    (again,) = await store.claim("c", limit=10, lease=LEASE)
+    assert fields(again) == fields(message)  # b's release changed nothing
+
+
+async def test_release_after_the_lease_moved_on_is_ignored(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    message = messages()
+    await store.put([message])
+    (old,) = await store.claim("slow", limit=10, lease=LEASE)
+    clock.advance(LEASE)
+    await store.claim("fast", limit=10, lease=LEASE)
+
+    await store.release("slow", [dataclasses.replace(old, attempts=1)])
+    assert await store.claim("other", limit=10, lease=LEASE) == []  # still fast's
+
+
+async def test_release_of_an_acked_message_is_ignored(store: Store, messages: Messages) -> None:
+    message = messages()
+    await store.put([message])
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    await store.ack(ids(claimed))
+    await store.release("a", claimed)
+    assert await store.count() == 0
+
+
+@pytest.mark.parametrize("owners", ["one-owner-per-task", "one-owner-for-all"])
+async def test_concurrent_claimers_get_each_message_once(
+    backend: Backend, messages: Messages, owners: str
+) -> None:
+    first = backend.make()
+    batch = messages.many(300)
+    await first.put(batch)
+    stores = [first, backend.make()]  # two instances of the store, sharing the data
+
+    async def claimer(n: int) -> list[str]:
+        store = stores[n % 2]
+        owner = f"owner-{n}" if owners == "one-owner-per-task" else "owner"
+        got: list[str] = []
+        while claimed := await store.claim(owner, limit=7, lease=LEASE):
+            got.extend(ids(claimed))
+        return got
+
+    results = await asyncio.gather(*(claimer(n) for n in range(16)))
+    counts = Counter(i for got in results for i in got)
+    assert set(counts) == set(ids(batch))
+    assert [i for i, n in counts.items() if n > 1] == []
+    assert await first.claim("late", limit=10, lease=LEASE) == []
+
+
+async def test_processes_sharing_a_store_get_each_message_once(
+    backend: Backend, messages: Messages, tmp_path: Path
+) -> None:
+    if backend.spec is None:
+        pytest.skip(f"{MONGO_STANDIN} lives in one process; set AIOPRODUCER_TEST_MONGO_URL")
+    store = backend.make()
+    batch = messages.many(1000)
+    await store.put(batch)
+    await store.close()
+
+    claimed = await asyncio.to_thread(_claim_in_processes, backend.spec, 4, tmp_path)
+    counts = Counter(i for got in claimed for i in got)
+    assert set(counts) == set(ids(batch))
+    assert [i for i, n in counts.items() if n > 1] == []
+
+
+def _claim_in_processes(spec: StoreSpec, n: int, tmp_path: Path) -> list[list[str]]:
+    context = multiprocessing.get_context("spawn")
+    start = context.Barrier(n)
+    outs = [tmp_path / f"claimed-{i}.json" for i in range(n)]
+    procs = [
+        context.Process(target=claim_until_empty, args=(spec, f"proc-{i}", start, str(outs[i]), 5))
+        for i in range(n)
+    ]
+    for proc in procs:
+        proc.start()
+    for proc in procs:
+        proc.join(timeout=90)
+    for proc in procs:
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    assert [proc.exitcode for proc in procs] == [0] * n
+    for proc in procs:
+        proc.close()
+    return [json.loads(out.read_text()) for out in outs]
+
+
+async def test_close_is_idempotent_and_the_store_reopens(
+    backend: Backend, messages: Messages
+) -> None:
+    store = backend.make()
+    await store.close()  # never opened
+    batch = messages.many(2)
+    await store.put(batch)
+    await store.close()
+    await store.close()
+    assert await store.count() == 2  # reopened on use
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    await store.close()
+    await store.release("a", claimed)
+    await store.close()
+    await store.ack(ids(claimed))
+    assert await store.count() == 0
+    await store.close()
+
+
+async def test_message_round_trips_exactly(store: Store, messages: Messages) -> None:
+    headers = {
+        "bytes": b"\x00\xff\xfe raw",
+        "text": "naïve ☃ 日本語 🙂",
+        "when-utc": datetime(2024, 2, 29, 23, 59, 59, 123456, tzinfo=UTC),
+        "when-offset": datetime(2024, 1, 1, 8, 0, tzinfo=timezone(timedelta(hours=5, minutes=30))),
+        "when-naive": datetime(1999, 12, 31, 23, 59, 59, 999999),
+        "nested": {"level": {"deeper": {"x": [1, 2.5, None, True, b"\x01", {"k": "v"}]}}},
+        "int": 2**53 + 1,
+        "negative": -17,
+        "float": 0.1 + 0.2,
+        "bool": False,
+        "none": None,
+        "empty": {},
+        "list": ["a", ["b", ["c"]], []],
+        "ключ": "значение",
+        "$b": "a key that looks like the codec's tag",
+    }
+    message = messages(
+        body=bytes(range(256)) + "ünïcödé".encode(),
+        exchange="ex.ørders",
+        routing_key="orders.créés.🙂",
+        content_type="application/json; charset=utf-8",
+        headers=headers,
+        timestamp=1_700_000_000.123456789,
+        attempts=2,
+        last_error="PRECONDITION_FAILED: ✗ ü",
+        due_at=1_699_999_999.987654321,
+    )
+    empty = messages(body=b"", headers={})
+    plain = messages(headers=None)
+    await store.put([message, empty, plain])
+
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    by_id = {m.message_id: m for m in claimed}
+    for original in (message, empty, plain):
+        assert fields(by_id[original.message_id]) == fields(original)
+    got = by_id[message.message_id]
+    assert type(got.body) is bytes
+    assert got.headers is not None and type(got.headers["bytes"]) is bytes
+    assert got.headers["when-offset"].utcoffset() == timedelta(hours=5, minutes=30)
+    assert got.headers["when-naive"].tzinfo is None
