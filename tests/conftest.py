@@ -10,6 +10,12 @@ import aio_pika
 import pytest
 
 from tests.broker import AMQP_URL
+from tests.stores.backends import mongo_backend_line
+
+
+def pytest_report_header() -> str:
+    """Say up front which MongoDB the Mongo tests use: a real server or the stand-in."""
+    return mongo_backend_line()
 
 
 @pytest.fixture

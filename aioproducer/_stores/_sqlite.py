@@ -78,6 +78,10 @@ class SQLiteStore:
 
     async def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
+            folder = os.path.dirname(os.path.abspath(self.path))  # noqa: ASYNC240 (no I/O)
+            if not await asyncio.to_thread(os.path.isdir, folder):
+                # Checked here: aiosqlite's failed connect leaves a thread behind.
+                raise FileNotFoundError(f"no directory {folder!r} for the SQLite store")
             db = await aiosqlite.connect(self.path, timeout=self._busy_timeout)
             try:
                 await db.execute("PRAGMA journal_mode=WAL")

@@ -22,12 +22,6 @@ from .backends import (
 )
 
 
-def pytest_report_header() -> str:
-    # Shown when pytest starts in tests/stores or below; the summary line below
-    # says it on every run.
-    return mongo_backend_line()
-
-
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(mongo_backend_line())
 

@@ -72,7 +72,7 @@ async def test_sqlite_broken_file(tmp_path: Path, operation: str, how: str) -> N
         with pytest.raises(StoreError, match=rf"SQLite {operation} on .* failed") as raised:
             await OPERATIONS[operation](store, Messages(FakeClock())())
         assert isinstance(raised.value, ProducerError)
-        assert isinstance(raised.value.__cause__, sqlite3.Error)
+        assert isinstance(raised.value.__cause__, sqlite3.Error | OSError)
         await store.close()
     finally:
         await settle_aiosqlite_threads()
