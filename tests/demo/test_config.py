@@ -1,0 +1,82 @@
+"""The demo app's settings, read from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from demo_app import Config, ConfigError
+
+
+def test_defaults_when_nothing_is_set() -> None:
+    config = Config.from_env({})
+    assert config == Config()
+    assert config.amqp_url == "amqp://guest:guest@127.0.0.1:5672/"
+    assert config.mongo_url is None
+    assert (config.host, config.port) == ("127.0.0.1", 8000)
+    assert config.tick_seconds is None
+
+
+def test_every_variable_is_read() -> None:
+    config = Config.from_env(
+        {
+            "AMQP_URL": "amqp://u:p@rabbit:5672/vh",
+            "MONGO_URL": "mongodb://mongo:27017/?replicaSet=rs0",
+            "MONGO_DATABASE": "db",
+            "MONGO_COLLECTION": "coll",
+            "SPILL_PATH": "/data/spill.db",
+            "EXCHANGE": "events",
+            "ROUTING_KEY": "orders",
+            "SPILL_AFTER": "2.5",
+            "MAX_BUFFER": "500",
+            "MAX_MESSAGE_SIZE": "4096",
+            "CLOSE_TIMEOUT": "3",
+            "FALLBACK_DIR": "/data",
+            "HOST": "0.0.0.0",
+            "PORT": "9000",
+            "TICK_SECONDS": "2",
+        }
+    )
+    assert config == Config(
+        amqp_url="amqp://u:p@rabbit:5672/vh",
+        mongo_url="mongodb://mongo:27017/?replicaSet=rs0",
+        mongo_database="db",
+        mongo_collection="coll",
+        spill_path="/data/spill.db",
+        exchange="events",
+        routing_key="orders",
+        spill_after=2.5,
+        max_buffer=500,
+        max_message_size=4096,
+        close_timeout=3.0,
+        fallback_dir="/data",
+        host="0.0.0.0",
+        port=9000,
+        tick_seconds=2.0,
+    )
+
+
+def test_empty_values_count_as_unset_and_tick_zero_is_off() -> None:
+    config = Config.from_env({"MONGO_URL": "", "PORT": " ", "TICK_SECONDS": "0"})
+    assert config.mongo_url is None
+    assert config.port == 8000
+    assert config.tick_seconds is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("SPILL_AFTER", "soon", "SPILL_AFTER='soon': not a number"),
+        ("SPILL_AFTER", "0", "SPILL_AFTER='0': must be greater than 0"),
+        ("SPILL_AFTER", "nan", "must be a finite number"),
+        ("MAX_BUFFER", "1.5", "MAX_BUFFER='1.5': not a whole number"),
+        ("MAX_BUFFER", "-1", "must be greater than 0"),
+        ("PORT", "70000", "PORT='70000': must be between 0 and 65535"),
+        ("TICK_SECONDS", "-2", "TICK_SECONDS='-2': must be 0 (off) or more"),
+        ("ROUTING_KEY", "k" * 256, "over 255 bytes"),
+    ],
+)
+def test_bad_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + name) as caught:
+        Config.from_env({name: value})
+    assert message in str(caught.value)
+    assert isinstance(caught.value, ValueError)
