@@ -210,14 +210,16 @@ class DedupConsumer:
             self._waiters.remove(waiter)
         return set(waiter.missing)
 
-    async def drain(self) -> None:
+    async def drain(self, timeout: float = 60.0) -> None:
         """Stop consuming, then read what is left in the queue until it is empty.
 
         Call it once nothing publishes to the queue any more: afterwards the counts
-        cover every copy the broker held.
+        cover every copy the broker held. Waits up to ``timeout`` seconds for a
+        connection lost to a broker restart to come back.
         """
         if self._connection is None:
             raise RuntimeError("start() first")
+        await asyncio.wait_for(self._connection.connected.wait(), timeout)
         if self._channel is not None:
             # Closing the channel returns any prefetched, unacknowledged message to the queue.
             await self._channel.close()
@@ -234,6 +236,7 @@ class DedupConsumer:
         """Delete the queue (for throwaway queues, such as the experiment's)."""
         if self._connection is None:
             raise RuntimeError("start() first")
+        await asyncio.wait_for(self._connection.connected.wait(), 60.0)
         channel = await self._connection.channel()
         try:
             await channel.queue_delete(self.queue)

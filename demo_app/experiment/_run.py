@@ -182,6 +182,7 @@ class _Run:
         self.samples: list[Sample] = []
         self.publishing = True
         self.bar: tqdm[Any] | None = None
+        self.plan_end = 0.0
 
     def now(self) -> float:
         return self.loop.time() - self.t0
@@ -192,6 +193,11 @@ class _Run:
             self.phases[-1].end, self.phases[-1].stats_end = t, stats
         self.phases.append(Phase(name, cycle, t, stats))
         log.info("phase %s at %.1fs", self.phases[-1].label, t)
+        # Where the plan ends, seen from here: the progress bar's length.
+        o = self.o
+        later_cycles = (o.cycles - cycle) * (o.up + o.outage)
+        left = {"up": o.up + o.outage, "down": o.outage, "recovery": 0.0, "drain": 0.0}[name]
+        self.plan_end = t + left + later_cycles + (0.0 if name == "drain" else 1.0)
 
     def finish(self, producer: Producer) -> None:
         self.phases[-1].end, self.phases[-1].stats_end = self.now(), _stats(producer)
@@ -251,9 +257,9 @@ class _Run:
     def show(self, sample: Sample) -> None:
         if self.bar is None:
             return
-        # The bar counts seconds against the plan; commands, recoveries and the drain
-        # that take longer stretch it.
-        self.bar.total = max(self.bar.total or 0, round(sample.t + 1))
+        # The bar counts seconds against the plan, re-planned at each phase: the broker's
+        # commands, the recoveries and the drain take what they take.
+        self.bar.total = max(round(self.plan_end), round(sample.t + 0.5))
         self.bar.set_description(f"[{self.phases[-1].label}]" if self.phases else "[start]", False)
         self.bar.set_postfix(
             sent=len(self.sends),
@@ -383,10 +389,12 @@ async def run_experiment(options: ExperimentOptions) -> RawRun:
         try:
             # Nothing publishes any more: read every copy left in the queue.
             await consumer.drain()
-            if options.queue is None:
-                await consumer.delete_queue()
         finally:
-            await consumer.close()
+            try:
+                if options.queue is None:
+                    await consumer.delete_queue()
+            finally:
+                await consumer.close()
 
     ids = run.accepted_ids()
     deliveries = {i: consumer.deliveries(i) - consumer.redeliveries(i) for i in ids}
