@@ -125,6 +125,7 @@ class AmqpLink:
         self._opener: asyncio.Task[None] | None = None
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.connections = 0
+        self._closing = False
 
     @property
     def connected(self) -> bool:
@@ -178,7 +179,10 @@ class AmqpLink:
         log.info("connected to %s", _safe_url(self._url))
 
     def _on_connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
-        log.info("connection to %s lost: %r", _safe_url(self._url), exc)
+        if self._closing:
+            log.info("connection to %s closed", _safe_url(self._url))
+        else:
+            log.warning("connection to %s lost: %r", _safe_url(self._url), exc)
         self._notify()
 
     def _on_reconnected(self, _sender: Any) -> None:
@@ -286,6 +290,7 @@ class AmqpLink:
 
     async def close(self) -> None:
         """Close the connection, stopping any reconnection in progress."""
+        self._closing = True
         if self._opener is not None:
             self._opener.cancel()
             await asyncio.gather(self._opener, return_exceptions=True)

@@ -509,12 +509,13 @@ class Producer:
         else:
             # A broker that does not confirm in time is blocked, or its socket is
             # half-open: stop feeding it for a moment; the spill task takes what is due.
+            if self._paused_until < now:
+                log.warning(
+                    "producer %s: no confirm for message %s in time; pausing publishes",
+                    self.owner,
+                    message.message_id,
+                )
             self._paused_until = now + self._reconnect_backoff.cap
-            log.warning(
-                "producer %s: no confirm for message %s in time; pausing publishes",
-                self.owner,
-                message.message_id,
-            )
 
     def _hold(self, message: Message) -> None:
         delay = self._retry_backoff.delay(message.attempts - 1)
@@ -530,11 +531,18 @@ class Producer:
 
     async def _run_spill(self) -> None:
         buffer = self._buffer
+        # Messages falling due this soon after the one that woke the task go with it,
+        # so that a steady stream is stored in batches, not one write per message.
+        window = min(self.spill_after * 0.1, 0.5)
         failures = 0
+        episode = 0
         while True:
-            batch = buffer.take_for_spill(time.monotonic(), 500)
+            batch = buffer.take_for_spill(time.monotonic() + window, 500)
             if not batch:
                 deadline = buffer.next_deadline()
+                if deadline is None and episode:
+                    log.info("producer %s: stopped spilling, %d stored", self.owner, episode)
+                    episode = 0
                 timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(buffer.needs_spill.wait(), timeout)
@@ -568,12 +576,22 @@ class Producer:
             self._store_ok = True
             self._counters.spilled += len(batch)
             self._stored.set()
-            log.info("producer %s: spilled %d messages to %r", self.owner, len(batch), self.store)
+            if not episode:
+                log.info(
+                    "producer %s: spilling to %r: messages unconfirmed after %.3gs",
+                    self.owner,
+                    self.store,
+                    self.spill_after,
+                )
+            episode += len(batch)
+            log.debug("producer %s: spilled %d messages", self.owner, len(batch))
 
     async def _run_replay(self) -> None:
         assert self._link is not None
         link = self._link
         failures = 0
+        replayed_before = self._counters.replayed
+        replaying = False
         while True:
             channel = await link.channel("replay")
             try:
@@ -593,11 +611,22 @@ class Producer:
             failures = 0
             self._store_ok = True
             if not batch:
+                if replaying:
+                    replaying = False
+                    log.info(
+                        "producer %s: replay done, %d confirmed",
+                        self.owner,
+                        self._counters.replayed - replayed_before,
+                    )
                 self._stored.clear()
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._stored.wait(), self._replay_interval)
                 continue
-            log.info("producer %s: replaying %d stored messages", self.owner, len(batch))
+            if not replaying:
+                replaying = True
+                replayed_before = self._counters.replayed
+                log.info("producer %s: replaying stored messages", self.owner)
+            log.debug("producer %s: replaying %d stored messages", self.owner, len(batch))
             await self._replay(link, channel, batch)
 
     async def _replay(self, link: AmqpLink, channel: Any, batch: list[Message]) -> None:
