@@ -10,6 +10,11 @@ settled (confirmed by the broker, or durably stored):
   waiting for the store, or for its backoff to end if the store is down;
 - ``in_flight``: published, its confirm not yet in;
 - ``spilling``: being written to the store.
+
+A message still in flight at its deadline is not taken back: a *copy* of it is
+stored, which settles it, while its confirm may still come in. If it does, the copy
+is deleted; if the publish fails, the message is dropped from memory and the store's
+copy is replayed. So a slow broker never causes a second publish from memory.
 """
 
 from __future__ import annotations
@@ -102,17 +107,29 @@ class Buffer:
         """Every in-flight message, for :meth:`retry` after their publishes were cut short."""
         return list(self._in_flight.values())
 
-    def settle(self, message: Message) -> None:
-        """The broker confirmed ``message``: forget it."""
+    def settle(self, message: Message) -> bool:
+        """The broker confirmed ``message``: forget it.
+
+        True if a copy of it is in the store, now redundant, to be deleted.
+        """
         self._in_flight.pop(message.message_id, None)
         self._forget(message)
+        return message.stored
 
     def retry(self, messages: Iterable[Message]) -> None:
-        """Put in-flight ``messages`` back at the head of the queue, oldest first."""
-        returned = sorted(messages, key=_by_timestamp, reverse=True)
-        for message in returned:
+        """Put in-flight ``messages`` back at the head of the queue, oldest first.
+
+        A message with a copy in the store is dropped instead: replay has it.
+        """
+        returned: list[Message] = []
+        for message in messages:
             self._in_flight.pop(message.message_id, None)
-            message.not_before = 0.0
+            if message.stored:
+                self._forget(message)
+            else:
+                message.not_before = 0.0
+                returned.append(message)
+        returned.sort(key=_by_timestamp, reverse=True)
         self._pending.extendleft(returned)
         if returned:
             self.has_pending.set()
@@ -121,12 +138,20 @@ class Buffer:
     def hold(self, message: Message, not_before: float) -> None:
         """Keep an in-flight ``message`` back until it is stored or ``not_before`` passes."""
         self._in_flight.pop(message.message_id, None)
+        if message.stored:
+            self._forget(message)
+            return
         message.not_before = not_before
         heapq.heappush(self._held, (not_before, next(self._held_seq), message))
         self.needs_spill.set()
 
     def take_for_spill(self, now: float, limit: int) -> list[Message]:
-        """Messages to store now: held ones, overdue ones, and the oldest above high water."""
+        """Messages to store now.
+
+        Held ones, pending ones past their deadline or above high water (these leave
+        the queue), and in-flight ones past their deadline (these stay in flight and
+        are marked ``copying``).
+        """
         batch = [entry[2] for entry in self._held[:limit]]
         del self._held[: len(batch)]
         heapq.heapify(self._held)
@@ -136,24 +161,49 @@ class Buffer:
             batch.append(pending.popleft())
             excess -= 1
         self._spilling += len(batch)
+        for message in self._in_flight.values():
+            if len(batch) >= limit:
+                break
+            if message.deadline <= now and not (message.stored or message.copying):
+                message.copying = True
+                batch.append(message)
         if not pending:
             self.has_pending.clear()
         self.needs_spill.clear()
         return batch
 
-    def spilled(self, messages: Iterable[Message]) -> None:
-        """``messages`` taken by :meth:`take_for_spill` are durably stored: forget them."""
+    def spilled(self, messages: Iterable[Message]) -> list[str]:
+        """``messages`` taken by :meth:`take_for_spill` are durably stored: they are settled.
+
+        Returns the ids of copies made redundant while they were written (their
+        confirm came in meanwhile), to be deleted from the store.
+        """
+        redundant: list[str] = []
         for message in messages:
-            self._spilling -= 1
-            self._forget(message)
+            if not message.copying:
+                self._spilling -= 1
+                self._forget(message)
+                continue
+            message.copying = False
+            message.stored = True
+            if message.message_id in self._in_flight:
+                self._forget(message)
+            elif message.message_id not in self._unsettled:
+                redundant.append(message.message_id)
+        return redundant
 
     def unspill(self, messages: list[Message]) -> None:
         """The store refused ``messages``: keep them in memory as they were."""
-        self._spilling -= len(messages)
-        requeue = [m for m in messages if m.not_before == 0.0]
+        requeue: list[Message] = []
         for message in messages:
-            if message.not_before != 0.0:
+            if message.copying:
+                message.copying = False
+                continue
+            self._spilling -= 1
+            if message.not_before:
                 heapq.heappush(self._held, (message.not_before, next(self._held_seq), message))
+            else:
+                requeue.append(message)
         self._pending.extendleft(sorted(requeue, key=_by_timestamp, reverse=True))
         if requeue:
             self.has_pending.set()
@@ -169,8 +219,14 @@ class Buffer:
         return batch
 
     def next_deadline(self) -> float | None:
-        """When the oldest pending message falls due for the store, if any is pending."""
-        return self._pending[0].deadline if self._pending else None
+        """When the next unsettled message falls due for the store, if any will."""
+        deadline = self._pending[0].deadline if self._pending else None
+        for message in self._in_flight.values():
+            if not (message.stored or message.copying) and (
+                deadline is None or message.deadline < deadline
+            ):
+                deadline = message.deadline
+        return deadline
 
     def _forget(self, message: Message) -> None:
         if self._unsettled.pop(message.message_id, None) is not None and not self._unsettled:

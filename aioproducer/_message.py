@@ -22,8 +22,9 @@ class Message:
     ``timestamp`` and ``due_at`` are wall-clock seconds since the epoch (they are
     shared between hosts through the store); ``deadline`` and ``not_before`` are
     monotonic-clock seconds and only mean something inside the process that
-    accepted the message, as does ``channel_breaks`` (how many channel errors in a
-    row it was in flight for).
+    accepted the message, as do ``channel_breaks`` (how many channel errors in a
+    row it was in flight for), ``stored`` (a copy is in the store) and ``copying``
+    (a copy is being written).
     """
 
     message_id: str
@@ -39,6 +40,8 @@ class Message:
     deadline: float = 0.0
     not_before: float = 0.0
     channel_breaks: int = 0
+    stored: bool = False
+    copying: bool = False
 
 
 def check_headers(headers: Headers) -> None:

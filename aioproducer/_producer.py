@@ -128,7 +128,7 @@ class Producer:
         lease: float = 30.0,
         replay_batch: int = 200,
         replay_interval: float = 1.0,
-        min_publish_timeout: float = 1.0,
+        confirm_timeout: float = 10.0,
         connect_timeout: float = 10.0,
         reconnect_backoff: Backoff | None = None,
         retry_backoff: Backoff | None = None,
@@ -143,11 +143,13 @@ class Producer:
             ("spill_after", spill_after),
             ("lease", lease),
             ("replay_interval", replay_interval),
-            ("min_publish_timeout", min_publish_timeout),
+            ("confirm_timeout", confirm_timeout),
             ("connect_timeout", connect_timeout),
         ):
             if not value > 0:
                 raise ValueError(f"{option} must be positive")
+        if lease <= confirm_timeout:
+            raise ValueError("lease must be longer than confirm_timeout")
         if not 0 < high_water <= 1:
             raise ValueError("high_water is a fraction of max_buffer, above 0 and at most 1")
         for option, count in (
@@ -171,7 +173,8 @@ class Producer:
         self._lease = lease
         self._replay_batch = replay_batch
         self._replay_interval = replay_interval
-        self._min_publish_timeout = min_publish_timeout
+        self._confirm_timeout = confirm_timeout
+        self._redundant: list[str] = []
         self._connect_timeout = connect_timeout
         self._reconnect_backoff = reconnect_backoff or Backoff(base=0.1, cap=1.0)
         self._retry_backoff = retry_backoff or Backoff(base=1.0, cap=60.0)
@@ -251,6 +254,7 @@ class Producer:
                 )
                 await self._stop_tasks()
                 await self._store_rest()
+                await self._delete_redundant()
         finally:
             try:
                 if self._link is not None:
@@ -464,7 +468,7 @@ class Producer:
             await asyncio.sleep(0)
 
     async def _send(self, link: AmqpLink, channel: Any, message: Message) -> None:
-        timeout = max(message.deadline - time.monotonic(), self._min_publish_timeout)
+        timeout = self._confirm_timeout
         result = await link.publish(
             channel,
             message,
@@ -481,7 +485,10 @@ class Producer:
         counters = self._counters
         outcome = result.outcome
         if outcome is Outcome.ACKED:
-            buffer.settle(message)
+            if buffer.settle(message):
+                # Its copy went to the store while the confirm was slow: delete it.
+                self._redundant.append(message.message_id)
+                buffer.needs_spill.set()
             counters.confirmed += 1
             return
         message.attempts += 1
@@ -537,6 +544,7 @@ class Producer:
         failures = 0
         episode = 0
         while True:
+            await self._delete_redundant()
             batch = buffer.take_for_spill(time.monotonic() + window, 500)
             if not batch:
                 deadline = buffer.next_deadline()
@@ -549,8 +557,13 @@ class Producer:
                 continue
             wall = time.time()
             for message in batch:
-                held_for = message.not_before - time.monotonic() if message.not_before else 0.0
-                message.due_at = wall + max(0.0, held_for)
+                if message.copying:
+                    # Still in flight: replay waits until its confirm cannot come.
+                    message.due_at = wall + self._confirm_timeout
+                elif message.not_before:
+                    message.due_at = wall + max(0.0, message.not_before - time.monotonic())
+                else:
+                    message.due_at = wall
             try:
                 await self.store.put(batch)
             except StoreError as exc:
@@ -571,7 +584,7 @@ class Producer:
             except BaseException:
                 buffer.unspill(batch)
                 raise
-            buffer.spilled(batch)
+            self._redundant.extend(buffer.spilled(batch))
             failures = 0
             self._store_ok = True
             self._counters.spilled += len(batch)
@@ -585,6 +598,20 @@ class Producer:
                 )
             episode += len(batch)
             log.debug("producer %s: spilled %d messages", self.owner, len(batch))
+
+    async def _delete_redundant(self) -> None:
+        """Delete stored copies of messages the broker confirmed after all."""
+        if not self._redundant:
+            return
+        ids, self._redundant = self._redundant, []
+        try:
+            await self.store.ack(ids)
+        except StoreError as exc:
+            # Left in the store, they are replayed: duplicates, never losses.
+            self._counters.store_errors += 1
+            log.warning(
+                "producer %s: deleting %d confirmed copies failed (%s)", self.owner, len(ids), exc
+            )
 
     async def _run_replay(self) -> None:
         assert self._link is not None
@@ -631,7 +658,7 @@ class Producer:
 
     async def _replay(self, link: AmqpLink, channel: Any, batch: list[Message]) -> None:
         """Publish a claimed batch; delete what is confirmed, release the rest with backoff."""
-        timeout = max(self._min_publish_timeout, self._lease / 2)
+        timeout = self._confirm_timeout
         results: list[Result] = []
         try:
             results = await asyncio.gather(

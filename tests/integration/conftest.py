@@ -18,7 +18,7 @@ ProducerFactory = Callable[..., Producer]
 FAST = {
     "spill_after": 1.0,
     "replay_interval": 0.2,
-    "min_publish_timeout": 0.5,
+    "confirm_timeout": 2.0,
     "reconnect_backoff": Backoff(base=0.05, cap=0.5),
     "retry_backoff": Backoff(base=0.1, cap=0.5),
     "store_backoff": Backoff(base=0.05, cap=0.5),

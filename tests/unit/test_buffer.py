@@ -151,3 +151,50 @@ def test_take_all_returns_everything_not_in_flight() -> None:
 def test_bad_bounds_are_refused(capacity: int, high_water: int) -> None:
     with pytest.raises(ValueError):
         Buffer(capacity=capacity, high_water=high_water)
+
+
+def test_in_flight_past_its_deadline_is_copied_not_taken_back() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    [slow] = buffer.take(now=0.0, limit=1)
+    assert buffer.next_deadline() == 5.0, "an in-flight message still has a deadline"
+    assert buffer.take_for_spill(now=4.0, limit=10) == []
+    [copy] = buffer.take_for_spill(now=5.0, limit=10)
+    assert copy is slow and copy.copying
+    assert buffer.in_flight == 1, "it stays in flight: its confirm may still come"
+    assert buffer.take_for_spill(now=6.0, limit=10) == [], "copied once only"
+    assert buffer.spilled([copy]) == []
+    assert len(buffer) == 0 and buffer.empty.is_set(), "the stored copy settles it"
+    assert buffer.next_deadline() is None
+    assert buffer.settle(slow) is True, "its confirm makes the stored copy redundant"
+    assert buffer.in_flight == 0
+
+
+def test_a_copy_confirmed_while_it_was_written_is_reported_redundant() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    [slow] = buffer.take(now=0.0, limit=1)
+    [copy] = buffer.take_for_spill(now=5.0, limit=10)
+    assert buffer.settle(slow) is False, "no copy stored yet"
+    assert buffer.spilled([copy]) == ["m0"]
+
+
+def test_a_failed_publish_of_a_stored_message_leaves_it_to_replay() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    buffer.add(message(1, deadline=5.0))
+    stored, other = buffer.take(now=0.0, limit=2)
+    buffer.spilled(buffer.take_for_spill(now=5.0, limit=1))
+    assert stored.stored and not other.stored
+    buffer.retry([stored, other])
+    assert ids(buffer.take(now=5.0, limit=10)) == ["m1"], "only the unstored one comes back"
+
+
+def test_a_copy_the_store_refused_is_copied_again_later() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    buffer.take(now=0.0, limit=1)
+    copies = buffer.take_for_spill(now=5.0, limit=10)
+    buffer.unspill(copies)
+    assert len(buffer) == 1 and buffer.in_flight == 1
+    assert ids(buffer.take_for_spill(now=6.0, limit=10)) == ["m0"]
