@@ -126,6 +126,7 @@ class AmqpLink:
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.connections = 0
         self._closing = False
+        self._up = False
 
     @property
     def connected(self) -> bool:
@@ -175,14 +176,20 @@ class AmqpLink:
         self._connection = connection
 
     def _connected(self) -> None:
+        self._up = True
         self.connections += 1
         log.info("connected to %s", _safe_url(self._url))
 
     def _on_connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
+        # aio-pika calls this after every failed reconnection attempt too: log the
+        # change of state once, the attempts only at DEBUG.
+        was_up, self._up = self._up, False
         if self._closing:
             log.info("connection to %s closed", _safe_url(self._url))
-        else:
+        elif was_up:
             log.warning("connection to %s lost: %r", _safe_url(self._url), exc)
+        else:
+            log.debug("connection attempt to %s failed: %r", _safe_url(self._url), exc)
         self._notify()
 
     def _on_reconnected(self, _sender: Any) -> None:
