@@ -143,18 +143,20 @@ async def bench_aio_pika_serial(n: int, queue: str, data: bytes) -> Row:
     return await timed("aio-pika, one await publish() at a time", n, setup, finish)
 
 
-async def bench_aio_pika_pipelined(n: int, queue: str, data: bytes, window: int = 1000) -> Row:
-    connection = await aio_pika.connect(URL)
-    channel = await connection.channel(publisher_confirms=True)
+async def pipelined(
+    name: str,
+    n: int,
+    publish_one: Callable[[], Awaitable[object]],
+    close: Callable[[], Awaitable[None]],
+    window: int,
+) -> Row:
+    """Run ``publish_one`` with up to ``window`` calls awaiting their confirms at once."""
     slots = asyncio.Semaphore(window)
     pending: set[asyncio.Task[None]] = set()
 
     async def one() -> None:
         try:
-            message = aio_pika.Message(
-                data, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=uuid.uuid4().hex
-            )
-            await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+            await publish_one()
         finally:
             slots.release()
 
@@ -169,42 +171,38 @@ async def bench_aio_pika_pipelined(n: int, queue: str, data: bytes, window: int 
 
     async def finish() -> None:
         await asyncio.gather(*pending)
-        await connection.close()
+        await close()
 
-    return await timed(f"aio-pika pipelined ({window} in flight)", n, setup, finish)
+    return await timed(f"{name} pipelined ({window} in flight)", n, setup, finish)
+
+
+async def bench_aio_pika_pipelined(n: int, queue: str, data: bytes, window: int = 1000) -> Row:
+    connection = await aio_pika.connect(URL)
+    channel = await connection.channel(publisher_confirms=True)
+
+    async def publish_one() -> object:
+        message = aio_pika.Message(
+            data, delivery_mode=aio_pika.DeliveryMode.PERSISTENT, message_id=uuid.uuid4().hex
+        )
+        return await channel.default_exchange.publish(message, routing_key=queue, mandatory=True)
+
+    return await pipelined("aio-pika", n, publish_one, connection.close, window)
 
 
 async def bench_aiormq_pipelined(n: int, queue: str, data: bytes, window: int = 1000) -> Row:
     connection = await aiormq.connect(URL)
     channel = await connection.channel(publisher_confirms=True)
-    slots = asyncio.Semaphore(window)
-    pending: set[asyncio.Task[None]] = set()
 
-    async def one() -> None:
-        try:
-            properties = aiormq.spec.Basic.Properties(
-                delivery_mode=2, message_id=os.urandom(16).hex()
-            )
-            await channel.basic_publish(
-                data, routing_key=queue, properties=properties, mandatory=True
-            )
-        finally:
-            slots.release()
+    async def publish_one() -> object:
+        properties = aiormq.spec.Basic.Properties(delivery_mode=2, message_id=os.urandom(16).hex())
+        return await channel.basic_publish(
+            data, routing_key=queue, properties=properties, mandatory=True
+        )
 
-    async def setup() -> Callable[[int], Awaitable[None]]:
-        async def publish(_: int) -> None:
-            await slots.acquire()
-            task = asyncio.create_task(one())
-            pending.add(task)
-            task.add_done_callback(pending.discard)
-
-        return publish
-
-    async def finish() -> None:
-        await asyncio.gather(*pending)
+    async def close() -> None:
         await connection.close()
 
-    return await timed(f"raw aiormq pipelined ({window} in flight)", n, setup, finish)
+    return await pipelined("raw aiormq", n, publish_one, close, window)
 
 
 async def main() -> None:
