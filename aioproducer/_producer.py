@@ -168,6 +168,7 @@ class Producer:
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
         self._buffer = Buffer(capacity=max_buffer, high_water=max(1, int(max_buffer * high_water)))
         self._max_in_flight = max_in_flight
+        self._refill_at = max_in_flight - max(1, max_in_flight // 8)
         self._persistent = persistent
         self._mandatory = mandatory
         self._lease = lease
@@ -477,7 +478,8 @@ class Producer:
             timeout=timeout,
         )
         self._settle(message, result)
-        if self._buffer.in_flight < self._max_in_flight:
+        # Refill the window in batches, not one publish per confirm.
+        if self._buffer.in_flight <= self._refill_at:
             self._slot_free.set()
 
     def _settle(self, message: Message, result: Result) -> None:
