@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-
 import pytest
 
 from tests.broker import connection, memory_alarm, wait_for_ids
 from tests.integration.conftest import ProducerFactory
-from tests.waiting import run_without_suspending, store_is_empty, wait_until
+from tests.load import steady_load
+from tests.waiting import store_is_empty, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
@@ -22,16 +21,14 @@ async def test_memory_alarm_blocks_nothing_and_loses_nothing(
     ids = {await producer.publish({"before": n}, routing_key=queue) for n in range(100)}
     assert await producer.flush(timeout=30)
 
-    async with memory_alarm():
+    async with memory_alarm(), steady_load(producer, queue) as load:
         # The broker blocks a connection when it next publishes.
-        for n in range(200):
-            ids.add(run_without_suspending(producer.publish({"during": n}, routing_key=queue)))
-            await asyncio.sleep(0.005)
         await wait_until(lambda: producer.stats().blocked, what="Connection.Blocked")
-        for n in range(200):
-            ids.add(run_without_suspending(producer.publish({"blocked": n}, routing_key=queue)))
+        blocked_at = len(load.ids)
         await wait_until(lambda: producer.stats().spilled > 0, what="spill while blocked")
         assert producer.stats().blocked
+        assert len(load.ids) > blocked_at, "publish() kept accepting while blocked"
+    ids.update(load.ids)
 
     await wait_until(lambda: not producer.stats().blocked, what="Connection.Unblocked")
     async with connection() as conn:

@@ -3,44 +3,15 @@ and once the broker is back every message arrives and the store ends empty."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import pytest
 
-from aioproducer import Producer, SQLiteStore
+from aioproducer import SQLiteStore
 from tests.broker import broker_stopped, connection, wait_for_ids
 from tests.integration.conftest import ProducerFactory
+from tests.load import steady_load
 from tests.waiting import run_without_suspending, store_is_empty, wait_until
 
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
-
-
-class Load:
-    """Publishes a message every ``interval`` seconds until stopped, timing each call."""
-
-    def __init__(self, producer: Producer, queue: str, interval: float = 0.005) -> None:
-        self.producer = producer
-        self.queue = queue
-        self.interval = interval
-        self.ids: list[str] = []
-        self.while_down: list[float] = []
-        self.down = False
-        self._stop = asyncio.Event()
-
-    async def run(self) -> None:
-        while not self._stop.is_set():
-            started = time.perf_counter()
-            message_id = run_without_suspending(
-                self.producer.publish({"n": len(self.ids)}, routing_key=self.queue)
-            )
-            if self.down:
-                self.while_down.append(time.perf_counter() - started)
-            self.ids.append(message_id)
-            await asyncio.sleep(self.interval)
-
-    def stop(self) -> None:
-        self._stop.set()
 
 
 async def test_broker_stopped_while_publishing_loses_nothing(
@@ -51,22 +22,19 @@ async def test_broker_stopped_while_publishing_loses_nothing(
     assert isinstance(store, SQLiteStore)
     await producer.start()
     await wait_until(lambda: producer.stats().connected, what="first connection")
-    load = Load(producer, queue)
-    publisher = asyncio.create_task(load.run())
-    await wait_until(lambda: producer.stats().confirmed >= 100, what="confirms before the outage")
-
-    async with broker_stopped():
-        load.down = True
-        sent_before_outage = len(load.ids)
+    async with steady_load(producer, queue) as load:
         await wait_until(
-            lambda: producer.stats().spilled >= 300, timeout=60, what="messages spilled"
+            lambda: producer.stats().confirmed >= 100, what="confirms before the outage"
         )
-        backlog_while_down = await store.count()
-        load.down = False
-
-    await wait_until(lambda: producer.stats().connections >= 2, timeout=60, what="reconnection")
-    load.stop()
-    await publisher
+        async with broker_stopped():
+            load.marking = True
+            sent_before_outage = len(load.ids)
+            await wait_until(
+                lambda: producer.stats().spilled >= 300, timeout=60, what="messages spilled"
+            )
+            backlog_while_down = await store.count()
+            load.marking = False
+        await wait_until(lambda: producer.stats().connections >= 2, timeout=60, what="reconnection")
     async with connection() as conn:
         await wait_for_ids(conn, queue, set(load.ids), timeout=90)
     await wait_until(store_is_empty(store), timeout=60, what="store drained")
@@ -78,9 +46,9 @@ async def test_broker_stopped_while_publishing_loses_nothing(
     assert stats.confirmed + stats.replayed >= len(load.ids)
     print(
         f"\noutage figures: sent={len(load.ids)} (before outage {sent_before_outage}, "
-        f"while down {len(load.while_down)}) spilled={stats.spilled} "
+        f"while down {len(load.marked)}) spilled={stats.spilled} "
         f"replayed={stats.replayed} confirmed_directly={stats.confirmed} lost=0 "
-        f"longest_publish_while_down={max(load.while_down) * 1e6:.0f}us "
+        f"longest_publish_while_down={max(load.marked) * 1e6:.0f}us "
         f"retried={stats.retried}"
     )
 

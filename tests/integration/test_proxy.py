@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 
 import aio_pika
@@ -11,6 +10,7 @@ import pytest
 from aioproducer import Producer
 from tests.broker import wait_for_ids
 from tests.integration.conftest import ProducerFactory, proxied_url
+from tests.load import steady_load
 from tests.proxy import TcpProxy
 from tests.waiting import run_without_suspending, store_is_empty, wait_until
 
@@ -59,12 +59,13 @@ async def test_half_open_connection_is_noticed_and_nothing_is_lost(
     assert proxy.blackhole() == 1
     # Neither side is told: the producer keeps publishing into the dead path until its
     # heartbeat gives up; meanwhile overdue messages must reach the store.
-    for n in range(300):
-        ids.add(run_without_suspending(producer.publish({"n": n}, routing_key=queue)))
-        await asyncio.sleep(0.01)
-    await wait_until(lambda: producer.stats().spilled > 0, what="spill while half-open")
-    await wait_until(
-        lambda: producer.stats().connections >= 2, timeout=60, what="reconnect after heartbeat"
-    )
+    async with steady_load(producer, queue, interval=0.01) as load:
+        await wait_until(lambda: producer.stats().spilled > 0, what="spill while half-open")
+        await wait_until(
+            lambda: producer.stats().connections >= 2,
+            timeout=60,
+            what="reconnect after heartbeat",
+        )
+    ids.update(load.ids)
     await wait_for_ids(amqp, queue, ids, timeout=60)
     await wait_until(store_is_empty(producer.store), what="store drained")
