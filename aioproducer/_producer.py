@@ -549,6 +549,9 @@ class Producer:
             await self._delete_redundant()
             batch = buffer.take_for_spill(time.monotonic() + window, 500)
             if not batch:
+                if self._redundant:
+                    # More confirms came in while the last copies were deleted.
+                    continue
                 deadline = buffer.next_deadline()
                 if deadline is None and episode:
                     log.info("producer %s: stopped spilling, %d stored", self.owner, episode)

@@ -12,6 +12,7 @@ class _Link:
     client: asyncio.StreamWriter
     upstream: asyncio.StreamWriter
     dead: bool = False
+    lag: float = 0.0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
     def abort(self) -> None:
@@ -23,6 +24,7 @@ class TcpProxy:
     """Forwards 127.0.0.1:<port> to the broker.
 
     ``cut()`` resets every open connection at once (both sides see it closed).
+    ``lag()`` delays what the broker sends (its confirms) on open connections.
     ``blackhole()`` makes every open connection silently drop all traffic in both
     directions, closes included, like a network path that died: neither side is told,
     and only heartbeats can notice. New connections are not affected.
@@ -53,22 +55,54 @@ class TcpProxy:
         self._links.add(link)
         link.tasks = [
             asyncio.create_task(self._pump(link, reader, up_writer)),
-            asyncio.create_task(self._pump(link, up_reader, writer)),
+            asyncio.create_task(self._pump(link, up_reader, writer, lagging=True)),
         ]
 
     async def _pump(
-        self, link: _Link, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self,
+        link: _Link,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        *,
+        lagging: bool = False,
     ) -> None:
+        delayed: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
+        deliverer = None
+        if lagging:
+            deliverer = asyncio.create_task(self._deliver(link, delayed, writer))
+            link.tasks.append(deliverer)  # cancelled with the pumps on close()
+        loop = asyncio.get_running_loop()
         try:
             while data := await reader.read(65536):
+                if deliverer is not None:
+                    # Simulated latency: each chunk goes out ``lag`` after it came in.
+                    delayed.put_nowait((loop.time() + link.lag, data))
+                elif not link.dead:
+                    writer.write(data)
+                    await writer.drain()
+        except (ConnectionError, OSError):
+            pass
+        if deliverer is not None:
+            delayed.put_nowait((0.0, b""))
+            await deliverer
+        if not link.dead:
+            link.abort()
+            self._links.discard(link)
+
+    async def _deliver(
+        self, link: _Link, delayed: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            while (item := await delayed.get())[1]:
+                due, data = item
+                if due > loop.time():
+                    await asyncio.sleep(due - loop.time())
                 if not link.dead:
                     writer.write(data)
                     await writer.drain()
         except (ConnectionError, OSError):
             pass
-        if not link.dead:
-            link.abort()
-            self._links.discard(link)
 
     def cut(self) -> int:
         """Reset every open connection; return how many."""
@@ -78,6 +112,12 @@ class TcpProxy:
             link.abort()
         self._links.clear()
         return len(links)
+
+    def lag(self, seconds: float) -> int:
+        """Delay everything the broker sends on open connections by ``seconds``."""
+        for link in self._links:
+            link.lag = seconds
+        return len(self._links)
 
     def blackhole(self) -> int:
         """Silently drop all traffic of every open connection; return how many."""

@@ -8,7 +8,7 @@ import aio_pika
 import pytest
 
 from aioproducer import Producer
-from tests.broker import wait_for_ids
+from tests.broker import drain, wait_for_ids
 from tests.integration.conftest import ProducerFactory, proxied_url
 from tests.load import steady_load
 from tests.proxy import TcpProxy
@@ -69,3 +69,26 @@ async def test_half_open_connection_is_noticed_and_nothing_is_lost(
     ids.update(load.ids)
     await wait_for_ids(amqp, queue, ids, timeout=60)
     await wait_until(store_is_empty(producer.store), what="store drained")
+
+
+async def test_slow_confirms_are_waited_for_not_answered_with_republishing(
+    make_producer: ProducerFactory,
+    proxy: TcpProxy,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+) -> None:
+    """Confirms slower than spill_after: copies are stored, then deleted; no duplicates."""
+    producer = make_producer(proxied_url(proxy), spill_after=0.3, confirm_timeout=10.0)
+    await producer.start()
+    await wait_until(lambda: producer.stats().connected, what="connection")
+    assert proxy.lag(1.0) == 1
+    ids = {await producer.publish({"n": n}, routing_key=queue) for n in range(50)}
+    await wait_until(lambda: producer.stats().confirmed == 50, what="every confirm")
+    await wait_until(store_is_empty(producer.store), what="stored copies deleted")
+
+    stats = producer.stats()
+    assert stats.spilled > 0, "messages in flight past their deadline were copied"
+    assert (stats.replayed, stats.retried) == (0, 0), "nothing was published twice"
+    got = await wait_for_ids(amqp, queue, ids)
+    assert sorted(m.message_id for m in got) == sorted(ids)
+    assert await drain(amqp, queue) == [], "no second copy of any message"
