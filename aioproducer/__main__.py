@@ -1,7 +1,7 @@
 """Command line: ``python -m aioproducer``, for stores and the files written on close.
 
 python -m aioproducer count  --sqlite spill.db
-python -m aioproducer import aioproducer-unsent-host-1234-ab12cd.jsonl --sqlite spill.db
+python -m aioproducer import aioproducer-unsent-host-1234-ab12cd-...jsonl --sqlite spill.db
 python -m aioproducer import FILE --mongo mongodb://db/ --database aioproducer --collection spill
 """
 

@@ -288,7 +288,13 @@ class Producer:
         try:
             await self.store.put(rest)
         except StoreError as exc:
-            path = self._fallback_dir / f"aioproducer-unsent-{self.owner.replace(':', '-')}.jsonl"
+            # Named by owner and time, and never overwritten (write_messages creates it).
+            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall))
+            owner = self.owner.replace(":", "-")
+            path = (
+                self._fallback_dir
+                / f"aioproducer-unsent-{owner}-{stamp}-{os.urandom(2).hex()}.jsonl"
+            )
             count = await asyncio.to_thread(write_messages, path, rest)
             self._counters.exported += count
             log.error(
