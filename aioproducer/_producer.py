@@ -474,15 +474,18 @@ class Producer:
             # Let the sends write their frames before taking more.
             await asyncio.sleep(0)
 
-    async def _send(self, link: AmqpLink, channel: Any, message: Message) -> None:
-        timeout = self._confirm_timeout
-        result = await link.publish(
+    async def _publish(self, link: AmqpLink, channel: Any, message: Message) -> Result:
+        """Publish ``message`` with this producer's options and wait for its confirm."""
+        return await link.publish(
             channel,
             message,
             mandatory=self._mandatory,
             persistent=self._persistent,
-            timeout=timeout,
+            timeout=self._confirm_timeout,
         )
+
+    async def _send(self, link: AmqpLink, channel: Any, message: Message) -> None:
+        result = await self._publish(link, channel, message)
         self._settle(message, result)
         # Refill the window in batches, not one publish per confirm.
         if self._buffer.in_flight <= self._refill_at:
@@ -669,20 +672,10 @@ class Producer:
 
     async def _replay(self, link: AmqpLink, channel: Any, batch: list[Message]) -> None:
         """Publish a claimed batch; delete what is confirmed, release the rest with backoff."""
-        timeout = self._confirm_timeout
         results: list[Result] = []
         try:
             results = await asyncio.gather(
-                *(
-                    link.publish(
-                        channel,
-                        message,
-                        mandatory=self._mandatory,
-                        persistent=self._persistent,
-                        timeout=timeout,
-                    )
-                    for message in batch
-                )
+                *(self._publish(link, channel, message) for message in batch)
             )
         finally:
             # Also on cancellation (close): nothing claimed stays leased for long.
