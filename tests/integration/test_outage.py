@@ -15,7 +15,7 @@ pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
 
 async def test_broker_stopped_while_publishing_loses_nothing(
-    make_producer: ProducerFactory, queue: str, spill_path: object
+    make_producer: ProducerFactory, queue: str
 ) -> None:
     producer = make_producer(spill_after=1.0)
     store = producer.store

@@ -71,10 +71,10 @@ async def test_missing_exchange_breaks_only_its_own_messages(
         await channel.close()
 
 
-async def test_precondition_failure_is_retried_without_stalling_others(
+async def test_refused_exchange_is_held_back_without_stalling_others(
     make_producer: ProducerFactory, amqp: aio_pika.abc.AbstractRobustConnection, queue: str
 ) -> None:
-    """A 406 names no culprit: a message in flight at two breaks in a row is held back."""
+    """A 403 names no culprit: a message in flight at two breaks in a row is held back."""
     channel = await amqp.channel()
     # Publishing to an internal exchange is refused with 403 ACCESS_REFUSED, closing the
     # channel without naming a missing exchange.
