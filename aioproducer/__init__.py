@@ -15,14 +15,17 @@ from ._exceptions import (
     ProducerClosed,
     ProducerError,
     StoreError,
+    StoreRejected,
+    StoreUnavailable,
 )
 from ._message import Message
 from ._producer import Producer, ProducerState, ProducerStats
-from ._stores._base import Store
+from ._stores._base import Backlog, Store
 from ._stores._mongo import MongoStore
 from ._stores._sqlite import SQLiteStore
 
 __all__ = [
+    "Backlog",
     "Backoff",
     "BodyNotSerializable",
     "BufferFull",
@@ -38,6 +41,8 @@ __all__ = [
     "SQLiteStore",
     "Store",
     "StoreError",
+    "StoreRejected",
+    "StoreUnavailable",
 ]
 
 __version__ = "0.1.0"

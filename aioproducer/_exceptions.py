@@ -4,11 +4,13 @@ Every error derives from :class:`ProducerError`::
 
     ProducerError
     ├── ProducerClosed          publish() before start() or after close()  (also RuntimeError)
-    ├── BufferFull              max_buffer messages unsettled in memory     (also a capacity field)
+    ├── BufferFull              max_buffer messages, or max_buffer_bytes, unsettled in memory
     ├── MessageTooLarge         body over max_message_size                  (also ValueError)
     ├── BodyNotSerializable     body is not bytes, str or JSON-serialisable (also TypeError)
     ├── InvalidMessage          bad routing key, exchange, headers or id    (also ValueError)
     └── StoreError              a store operation failed                    (also OSError)
+        ├── StoreUnavailable    the store did not answer in time or is unreachable: retry later
+        └── StoreRejected       the store refused these messages for what they are: isolate them
 
 Errors from aio-pika, aiormq, aiosqlite and PyMongo never reach the caller of
 ``publish()``: the background tasks translate them into retries and log lines.
@@ -26,11 +28,16 @@ class ProducerClosed(ProducerError, RuntimeError):
 
 
 class BufferFull(ProducerError):
-    """``capacity`` messages are unsettled in memory and the store cannot take more yet."""
+    """Memory holds ``capacity`` messages, or ``max_bytes`` bytes, and the store is behind."""
 
-    def __init__(self, capacity: int) -> None:
-        super().__init__(f"{capacity} messages are unsettled in memory; the store is behind")
+    def __init__(self, capacity: int, max_bytes: int | None = None) -> None:
+        if max_bytes is None:
+            text = f"{capacity} messages are unsettled in memory; the store is behind"
+        else:
+            text = f"{max_bytes} bytes of messages are unsettled in memory; the store is behind"
+        super().__init__(text)
         self.capacity = capacity
+        self.max_bytes = max_bytes
 
 
 class MessageTooLarge(ProducerError, ValueError):
@@ -51,4 +58,19 @@ class InvalidMessage(ProducerError, ValueError):
 
 
 class StoreError(ProducerError, OSError):
-    """A store operation failed; the cause is chained."""
+    """A store operation failed; the cause is chained.
+
+    The text is short and carries counts and codes, never a body or a header value.
+    """
+
+
+class StoreUnavailable(StoreError):
+    """The store could not be reached, or did not answer in time: the same call may work later."""
+
+
+class StoreRejected(StoreError):
+    """The store refused the messages of this call for what they are.
+
+    Retrying the same batch fails again; the producer splits it until the message
+    the store cannot hold is isolated, and keeps that one in memory.
+    """

@@ -25,6 +25,11 @@ class Message:
     accepted the message, as do ``channel_breaks`` (how many channel errors in a
     row it was in flight for), ``stored`` (a copy is in the store) and ``copying``
     (a copy is being written).
+
+    ``dead`` marks a message that reached the producer's ``max_attempts``: a store
+    keeps it but never hands it out again. ``lease_token`` is set by
+    :meth:`Store.claim` and names that one claim: :meth:`Store.release` acts only on
+    messages whose lease still carries it.
     """
 
     message_id: str
@@ -42,6 +47,8 @@ class Message:
     channel_breaks: int = 0
     stored: bool = False
     copying: bool = False
+    dead: bool = False
+    lease_token: str | None = None
 
 
 def check_headers(headers: Headers) -> None:

@@ -3,9 +3,28 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from .._message import Message
+
+
+@dataclass(frozen=True, slots=True)
+class Backlog:
+    """What a store holds, by state, from :meth:`Store.backlog`."""
+
+    total: int
+    """Every message held."""
+    due: int
+    """Messages that may be claimed now."""
+    leased: int
+    """Messages claimed by a replayer whose lease has not expired."""
+    held: int
+    """Messages waiting for a retry time in the future (after a failure)."""
+    dead: int
+    """Messages that reached ``max_attempts``: kept, never retried."""
+    oldest: float | None
+    """Wall-clock accept time of the oldest message held, if any."""
 
 
 @runtime_checkable
@@ -20,7 +39,14 @@ class Store(Protocol):
     ``lease`` seconds pass. An owner :meth:`ack`\\ s what the broker confirmed and
     :meth:`release`\\ s what it could not publish; a message whose lease expired
     (its owner crashed) is due again for anyone.
+
+    Errors: :class:`~aioproducer.StoreUnavailable` when the database could not be
+    reached or did not answer in time (retry), :class:`~aioproducer.StoreRejected`
+    when it refused the messages of the call for what they are (isolate them).
     """
+
+    max_body_size: int
+    """The largest message body, in bytes, this store can hold (headers and names aside)."""
 
     async def put(self, messages: Sequence[Message]) -> None:
         """Write ``messages`` durably, due at their ``due_at``.
@@ -29,15 +55,20 @@ class Store(Protocol):
         """
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
-        """Lease up to ``limit`` due messages to ``owner``, oldest accepted first."""
+        """Lease up to ``limit`` due messages to ``owner``, oldest accepted first.
+
+        Dead messages are never claimed. Each message returned carries the
+        ``lease_token`` of this claim.
+        """
 
     async def ack(self, message_ids: Sequence[str]) -> None:
         """Delete messages the broker confirmed. Unknown ids are ignored."""
 
     async def release(self, owner: str, messages: Sequence[Message]) -> None:
-        """End ``owner``'s lease on ``messages``, saving their attempts, error and due time.
+        """End the leases of ``messages``, saving their attempts, error, due time and ``dead``.
 
-        A message whose lease ``owner`` no longer holds is left untouched.
+        Matched by each message's ``lease_token``: a message whose lease has passed to
+        another claim (even one by an owner of the same name) is left untouched.
         """
 
     async def count(self) -> int:

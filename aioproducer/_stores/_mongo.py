@@ -108,6 +108,10 @@ class MongoStore:
     time base of ``due_at`` and of leases (injected in tests).
     """
 
+    #: MongoDB's 16 MiB document limit, less room for the envelope: ids, names,
+    #: headers (at most 64 KiB on the wire, a little more as tagged JSON) and leases.
+    max_body_size = 16 * 1024 * 1024 - 256 * 1024
+
     def __init__(
         self,
         collection: MongoCollection,

@@ -60,6 +60,9 @@ class SQLiteStore:
     its write lock. ``clock`` gives wall-clock seconds (injected in tests).
     """
 
+    #: SQLite's default ``SQLITE_MAX_LENGTH`` (10**9 bytes a value), less a margin.
+    max_body_size = 1_000_000_000 - 256 * 1024
+
     def __init__(
         self,
         path: str | os.PathLike[str],

@@ -14,6 +14,8 @@ from tests.waiting import wait_until
 class RefusingStore:
     """A store whose database is down: every write fails."""
 
+    max_body_size = 1 << 20
+
     def __init__(self) -> None:
         self.puts = 0
 
