@@ -2,12 +2,13 @@
 
 Pure policy with no I/O: callers pass the current (monotonic) time, so the rules
 on capacity, deadlines, high-water spilling and held-back messages are tested
-without sleeping. A message is in exactly one of four places until it is
+without sleeping. A message is in exactly one of these places until it is
 settled (confirmed by the broker, or durably stored):
 
 - ``pending``: waiting to be published, oldest first;
 - ``held``: failed for a reason of its own (nack, return, broke its channel);
   waiting for the store, or for its backoff to end if the store is down;
+- ``dead``: reached ``max_attempts``; waiting to be stored as dead, never published;
 - ``in_flight``: published, its confirm not yet in;
 - ``spilling``: being written to the store.
 
@@ -15,6 +16,10 @@ A message still in flight at its deadline is not taken back: a *copy* of it is
 stored, which settles it, while its confirm may still come in. If it does, the copy
 is deleted; if the publish fails, the message is dropped from memory and the store's
 copy is replayed. So a slow broker never causes a second publish from memory.
+
+Every change of a message's :class:`~aioproducer._message.State` goes through
+:meth:`Buffer.move`, which refuses a move :data:`~aioproducer._message.MOVES` does
+not list and tells ``observer``.
 """
 
 from __future__ import annotations
@@ -23,31 +28,44 @@ import asyncio
 import heapq
 import itertools
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from ._exceptions import BufferFull, InvalidMessage
-from ._message import Message
+from ._message import MOVES, Message, State
+
+Observer = Callable[[Message, State], None]
 
 
 class Buffer:
     """Bounded store of unsettled messages, keyed by message id."""
 
-    def __init__(self, *, capacity: int, high_water: int) -> None:
+    def __init__(
+        self,
+        *,
+        capacity: int,
+        high_water: int,
+        max_bytes: int | None = None,
+        observer: Observer | None = None,
+    ) -> None:
         if capacity < 1:
             raise ValueError("max_buffer must be at least 1")
         if not 0 < high_water <= capacity:
             raise ValueError("high_water must be between 1 and max_buffer")
         self.capacity = capacity
         self.high_water = high_water
+        self.max_bytes = max_bytes
+        self.observer = observer
+        self.bytes = 0
         self._unsettled: dict[str, Message] = {}
         self._pending: deque[Message] = deque()
         self._held: list[tuple[float, int, Message]] = []
         self._held_seq = itertools.count()
+        self._dead: list[Message] = []
         self._in_flight: dict[str, Message] = {}
         self._spilling = 0
         self.has_pending = asyncio.Event()
-        #: Set when the spill task should look again: something is held, the queue
-        #: has a new head (so a new next deadline), or memory is above high water.
+        #: Set when the spill task should look again: something is held or dead, the
+        #: queue has a new head (so a new next deadline), or memory is above high water.
         self.needs_spill = asyncio.Event()
         self.empty = asyncio.Event()
         self.empty.set()
@@ -61,16 +79,31 @@ class Buffer:
 
     @property
     def held(self) -> int:
-        return len(self._held)
+        return len(self._held) + len(self._dead)
+
+    def move(self, message: Message, state: State) -> None:
+        """Record ``message``'s move to ``state``; a move MOVES does not list is a bug."""
+        if state not in MOVES[message.state]:
+            raise AssertionError(
+                f"message {message.message_id}: no move from {message.state.value} to {state.value}"
+            )
+        message.state = state
+        if self.observer is not None:
+            self.observer(message, state)
 
     def add(self, message: Message) -> None:
         """Accept ``message`` or raise, leaving the buffer unchanged."""
         unsettled = self._unsettled
         if len(unsettled) >= self.capacity:
             raise BufferFull(self.capacity)
-        if message.message_id in unsettled:
-            raise InvalidMessage(f"message_id {message.message_id!r} is already unsettled")
-        unsettled[message.message_id] = message
+        size = message.size
+        if self.max_bytes is not None and self.bytes + size > self.max_bytes and unsettled:
+            raise BufferFull(self.capacity, self.max_bytes)
+        message_id = message.message_id
+        if message_id in unsettled or message_id in self._in_flight:
+            raise InvalidMessage(f"message_id {message_id!r} is already in use, not yet settled")
+        unsettled[message_id] = message
+        self.bytes += size
         pending = self._pending
         if not pending or len(unsettled) > self.high_water:
             # A new head of the queue (a new next deadline), or too much in memory.
@@ -79,6 +112,8 @@ class Buffer:
         if len(unsettled) == 1:
             self.empty.clear()
         self.has_pending.set()
+        if self.observer is not None:
+            self.observer(message, State.MEMORY)
 
     def take(self, now: float, limit: int) -> list[Message]:
         """Up to ``limit`` messages to publish now; they count as in flight."""
@@ -89,8 +124,10 @@ class Buffer:
         pending = self._pending
         while pending and len(batch) < limit:
             batch.append(pending.popleft())
+        in_flight = self._in_flight
         for message in batch:
-            self._in_flight[message.message_id] = message
+            in_flight[message.message_id] = message
+            self.move(message, State.IN_FLIGHT)
         if not pending:
             self.has_pending.clear()
         return batch
@@ -107,13 +144,19 @@ class Buffer:
         """Every in-flight message, for :meth:`retry` after their publishes were cut short."""
         return list(self._in_flight.values())
 
+    def _land(self, message: Message) -> None:
+        """``message``'s publish ended: it is no longer in flight."""
+        if self._in_flight.get(message.message_id) is message:
+            del self._in_flight[message.message_id]
+
     def settle(self, message: Message) -> bool:
         """The broker confirmed ``message``: forget it.
 
         True if a copy of it is in the store, now redundant, to be deleted.
         """
-        self._in_flight.pop(message.message_id, None)
+        self._land(message)
         self._forget(message)
+        self.move(message, State.CONFIRMED)
         return message.stored
 
     def retry(self, messages: Iterable[Message]) -> None:
@@ -123,11 +166,13 @@ class Buffer:
         """
         returned: list[Message] = []
         for message in messages:
-            self._in_flight.pop(message.message_id, None)
+            self._land(message)
             if message.stored:
                 self._forget(message)
+                self.move(message, State.STORED)
             else:
                 message.not_before = 0.0
+                self.move(message, State.MEMORY)
                 returned.append(message)
         returned.sort(key=_by_timestamp, reverse=True)
         self._pending.extendleft(returned)
@@ -136,35 +181,60 @@ class Buffer:
             self.needs_spill.set()
 
     def hold(self, message: Message, not_before: float) -> None:
-        """Keep an in-flight ``message`` back until it is stored or ``not_before`` passes."""
-        self._in_flight.pop(message.message_id, None)
+        """Keep an in-flight ``message`` back until it is stored or ``not_before`` passes.
+
+        A message marked ``dead`` is kept for the store only, never published again.
+        """
+        self._land(message)
         if message.stored:
             self._forget(message)
+            self.move(message, State.STORED)
             return
-        message.not_before = not_before
-        heapq.heappush(self._held, (not_before, next(self._held_seq), message))
+        self.move(message, State.MEMORY)
+        if message.dead:
+            self._dead.append(message)
+        else:
+            message.not_before = not_before
+            heapq.heappush(self._held, (not_before, next(self._held_seq), message))
         self.needs_spill.set()
 
     def take_for_spill(self, now: float, limit: int) -> list[Message]:
         """Messages to store now.
 
-        Held ones, pending ones past their deadline or above high water (these leave
-        the queue), and in-flight ones past their deadline (these stay in flight and
-        are marked ``copying``).
+        Dead ones, held ones, pending ones past their deadline or above high water
+        (these leave the queue), and in-flight ones past their deadline (these stay
+        in flight and are marked ``copying``). Messages the store refused
+        (``unstorable``) stay where they are.
         """
-        batch = [entry[2] for entry in self._held[:limit]]
-        del self._held[: len(batch)]
-        heapq.heapify(self._held)
+        batch = self._dead[:limit]
+        del self._dead[: len(batch)]
+        keep: list[tuple[float, int, Message]] = []
+        for entry in self._held:
+            if len(batch) < limit and not entry[2].unstorable:
+                batch.append(entry[2])
+            else:
+                keep.append(entry)
+        if len(keep) != len(self._held):
+            heapq.heapify(keep)
+            self._held = keep
         pending = self._pending
         excess = len(self._unsettled) - self._spilling - len(batch) - self.high_water
+        skipped: list[Message] = []
         while pending and len(batch) < limit and (pending[0].deadline <= now or excess > 0):
-            batch.append(pending.popleft())
+            message = pending.popleft()
+            if message.unstorable:
+                skipped.append(message)
+                continue
+            batch.append(message)
             excess -= 1
+        pending.extendleft(reversed(skipped))
         self._spilling += len(batch)
         for message in self._in_flight.values():
             if len(batch) >= limit:
                 break
-            if message.deadline <= now and not (message.stored or message.copying):
+            if message.deadline <= now and not (
+                message.stored or message.copying or message.unstorable
+            ):
                 message.copying = True
                 batch.append(message)
         if not pending:
@@ -183,24 +253,38 @@ class Buffer:
             if not message.copying:
                 self._spilling -= 1
                 self._forget(message)
+                self.move(message, State.DEAD if message.dead else State.STORED)
                 continue
             message.copying = False
             message.stored = True
-            if message.message_id in self._in_flight:
+            if message.state is State.IN_FLIGHT:
                 self._forget(message)
-            elif message.message_id not in self._unsettled:
+                self.move(message, State.STORED_IN_FLIGHT)
+            elif message.state is State.CONFIRMED:
+                # Its confirm came in while the copy was written.
                 redundant.append(message.message_id)
+            elif message.state is State.MEMORY:
+                # Its publish failed while the copy was written: the copy settles it.
+                self._unqueue(message)
+                self._forget(message)
+                self.move(message, State.STORED)
         return redundant
 
-    def unspill(self, messages: list[Message]) -> None:
-        """The store refused ``messages``: keep them in memory as they were."""
+    def unspill(self, messages: Iterable[Message]) -> None:
+        """The store did not take ``messages``: keep them in memory as they were.
+
+        A copy of an in-flight message is simply not made; the message is wherever
+        its publish left it.
+        """
         requeue: list[Message] = []
         for message in messages:
             if message.copying:
                 message.copying = False
                 continue
             self._spilling -= 1
-            if message.not_before:
+            if message.dead:
+                self._dead.append(message)
+            elif message.not_before or message.unstorable:
                 heapq.heappush(self._held, (message.not_before, next(self._held_seq), message))
             else:
                 requeue.append(message)
@@ -208,10 +292,24 @@ class Buffer:
         if requeue:
             self.has_pending.set()
 
+    def _unqueue(self, message: Message) -> None:
+        """Take ``message`` out of the pending queue, the held heap or the dead list."""
+        if message in self._pending:
+            self._pending.remove(message)
+            if not self._pending:
+                self.has_pending.clear()
+        elif message in self._dead:
+            self._dead.remove(message)
+        else:
+            self._held = [entry for entry in self._held if entry[2] is not message]
+            heapq.heapify(self._held)
+
     def take_all(self) -> list[Message]:
         """Everything not in flight or being spilled, for a final store on close."""
-        batch = [entry[2] for entry in self._held]
+        batch = list(self._dead)
+        batch.extend(entry[2] for entry in self._held)
         batch.extend(self._pending)
+        self._dead.clear()
         self._held.clear()
         self._pending.clear()
         self._spilling += len(batch)
@@ -220,17 +318,25 @@ class Buffer:
 
     def next_deadline(self) -> float | None:
         """When the next unsettled message falls due for the store, if any will."""
-        deadline = self._pending[0].deadline if self._pending else None
+        deadline = None
+        for message in self._pending:
+            if not message.unstorable:
+                deadline = message.deadline
+                break
         for message in self._in_flight.values():
-            if not (message.stored or message.copying) and (
+            if not (message.stored or message.copying or message.unstorable) and (
                 deadline is None or message.deadline < deadline
             ):
                 deadline = message.deadline
         return deadline
 
     def _forget(self, message: Message) -> None:
-        if self._unsettled.pop(message.message_id, None) is not None and not self._unsettled:
-            self.empty.set()
+        unsettled = self._unsettled
+        if unsettled.get(message.message_id) is message:
+            del unsettled[message.message_id]
+            self.bytes -= message.size
+            if not unsettled:
+                self.empty.set()
 
 
 def _by_timestamp(message: Message) -> float:

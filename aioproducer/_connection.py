@@ -8,9 +8,11 @@ so the producer's policy never sees a foreign exception.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import logging
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -23,7 +25,8 @@ from aio_pika.robust_connection import RobustConnection
 from aiormq.channel import EXCEPTION_MAPPING
 
 from ._backoff import Backoff
-from ._message import Message
+from ._config import format_exception, mask
+from ._message import Message, encode_headers_wire
 
 log = logging.getLogger("aioproducer.connection")
 
@@ -40,6 +43,8 @@ class Outcome(enum.Enum):
     CHANNEL_ERROR = "channel_error"
     LOST = "lost"
     TIMEOUT = "timeout"
+    FAILED = "failed"
+    """The client could not send this message (an error of its own, not the link's)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +58,19 @@ class Result:
 
 
 ACKED = Result(Outcome.ACKED)
+
+ErrorSink = Callable[[str], None]
+
+
+class _Properties(aiormq.spec.Basic.Properties):
+    """Basic properties whose headers go out as the bytes encoded once at publish()."""
+
+    headers_wire: bytes
+
+    def encode_property(self, name: str, value: Any) -> bytes:
+        if name == "headers":
+            return self.headers_wire
+        return super().encode_property(name, value)
 
 
 class _BackoffConnection(RobustConnection):
@@ -115,8 +133,10 @@ class AmqpLink:
         backoff: Backoff,
         connect_timeout: float = 10.0,
         name: str = "aioproducer",
+        on_error: ErrorSink | None = None,
     ) -> None:
         self._url = url
+        self._on_error = on_error
         self._backoff = backoff
         self._connect_timeout = connect_timeout
         self._name = name
@@ -141,7 +161,39 @@ class AmqpLink:
     def start(self) -> None:
         """Connect in the background; returns at once, whatever the broker's state."""
         if self._opener is None:
-            self._opener = asyncio.create_task(self._open(), name="aioproducer-connect")
+            self._opener = asyncio.create_task(self._keep_open(), name="aioproducer-connect")
+
+    def _error(self, text: str) -> None:
+        if self._on_error is not None:
+            self._on_error(mask(text))
+
+    async def _keep_open(self) -> None:
+        """Run :meth:`_open` until it succeeds: a failure is logged and retried with backoff."""
+        failures = 0
+        while True:
+            try:
+                await self._open()
+            except Exception as exc:
+                delay = self._backoff.delay(failures)
+                failures += 1
+                self._error(f"connecting to {_safe_url(self._url)} failed: {exc!r}")
+                log.error(
+                    "connecting to %s failed; retrying in %.1fs\n%s",
+                    _safe_url(self._url),
+                    delay,
+                    format_exception(exc),
+                )
+                await self._drop_connection()
+                await asyncio.sleep(delay)
+            else:
+                return
+
+    async def _drop_connection(self) -> None:
+        connection, self._connection = self._connection, None
+        self._channels.clear()
+        if connection is not None:
+            with contextlib.suppress(Exception):
+                await connection.close()
 
     async def _open(self) -> None:
         connection = await aio_pika.connect_robust(
@@ -163,7 +215,8 @@ class AmqpLink:
                     )
                 except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
                     # The robust connection reconnects by itself; try again after it.
-                    log.warning("opening the %s channel failed: %r", which, exc)
+                    self._error(f"opening the {which} channel failed: {exc!r}")
+                    log.warning("opening the %s channel failed: %s", which, mask(repr(exc)))
                     await asyncio.sleep(self._backoff.delay(attempt))
                     attempt += 1
                     continue
@@ -184,12 +237,15 @@ class AmqpLink:
         # aio-pika calls this after every failed reconnection attempt too: log the
         # change of state once, the attempts only at DEBUG.
         was_up, self._up = self._up, False
+        reason = mask(repr(exc))
         if self._closing:
             log.info("connection to %s closed", _safe_url(self._url))
         elif was_up:
-            log.warning("connection to %s lost: %r", _safe_url(self._url), exc)
+            self._error(f"connection to {_safe_url(self._url)} lost: {reason}")
+            log.warning("connection to %s lost: %s", _safe_url(self._url), reason)
         else:
-            log.debug("connection attempt to %s failed: %r", _safe_url(self._url), exc)
+            self._error(f"connecting to {_safe_url(self._url)} failed: {reason}")
+            log.debug("connection attempt to %s failed: %s", _safe_url(self._url), reason)
         self._notify()
 
     def _on_reconnected(self, _sender: Any) -> None:
@@ -246,14 +302,26 @@ class AmqpLink:
         persistent: bool,
         timeout: float,
     ) -> Result:
-        """Publish ``message`` and wait for its confirm, at most ``timeout`` seconds."""
-        properties = aiormq.spec.Basic.Properties(
-            content_type=message.content_type,
-            delivery_mode=2 if persistent else 1,
-            message_id=message.message_id,
-            timestamp=datetime.fromtimestamp(int(message.timestamp), UTC),
-            headers=message.headers,
-        )
+        """Publish ``message`` and wait for its confirm, at most ``timeout`` seconds.
+
+        Never raises but for its own task's cancellation: every failure is a Result.
+        """
+        try:
+            properties = _Properties(
+                content_type=message.content_type,
+                delivery_mode=2 if persistent else 1,
+                message_id=message.message_id,
+                timestamp=datetime.fromtimestamp(int(message.timestamp), UTC),
+                headers=message.headers,
+            )
+            if message.headers:
+                if message.headers_wire is None:
+                    message.headers_wire = encode_headers_wire(message.headers)
+                properties.headers_wire = message.headers_wire
+            else:
+                properties.headers = None
+        except Exception as exc:
+            return Result(Outcome.FAILED, f"properties could not be encoded: {type(exc).__name__}")
         try:
             confirm = await channel.basic_publish(
                 message.body,
@@ -286,6 +354,15 @@ class AmqpLink:
                 raise
             # aiormq cancels pending confirms when the connection drops under them.
             return Result(Outcome.LOST, "confirm cancelled by a closing connection")
+        except Exception as exc:
+            # Anything else is this message's own failure: it is held back and retried,
+            # it never stops the pipeline. The text names the type only, never a value.
+            log.error(
+                "publishing message %s failed unexpectedly\n%s",
+                message.message_id,
+                format_exception(exc, with_text=False),
+            )
+            return Result(Outcome.FAILED, f"{type(exc).__name__} while publishing")
         if isinstance(confirm, aiormq.spec.Basic.Ack):
             return ACKED
         if isinstance(confirm, aiormq.abc.DeliveredMessage):
@@ -295,8 +372,11 @@ class AmqpLink:
             return Result(Outcome.RETURNED, f"{code} {text}", code)
         return Result(Outcome.NACKED, "nacked by the broker")
 
-    async def close(self) -> None:
-        """Close the connection, stopping any reconnection in progress."""
+    async def close(self, timeout: float = 2.0) -> None:
+        """Close the connection, stopping any reconnection in progress.
+
+        Waits at most ``timeout`` seconds for the broker to answer the close.
+        """
         self._closing = True
         if self._opener is not None:
             self._opener.cancel()
@@ -305,10 +385,19 @@ class AmqpLink:
         connection, self._connection = self._connection, None
         self._channels.clear()
         if connection is not None:
-            await connection.close()
+            try:
+                async with asyncio.timeout(timeout):
+                    await connection.close()
+            except (
+                TimeoutError,
+                aiormq.exceptions.AMQPError,
+                ConnectionError,
+                RuntimeError,
+            ) as exc:
+                log.info("closing the connection did not finish cleanly: %s", mask(repr(exc)))
         self._notify()
 
 
 def _safe_url(url: str) -> str:
     """``url`` without its password, for logs."""
-    return re.sub(r"(//[^:/@]*:)[^@]*@", r"\1***@", url)
+    return mask(url)

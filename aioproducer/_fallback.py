@@ -8,22 +8,61 @@ from __future__ import annotations
 
 import base64
 import json
+import logging
 import os
-from collections.abc import Iterable, Iterator
+import tempfile
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
 from ._message import Message, decode_headers, encode_headers
 
+log = logging.getLogger("aioproducer.spill")
+
+
+def write_fallback(folder: Path, owner: str, messages: Sequence[Message]) -> Path | None:
+    """Write ``messages`` to a new file in ``folder``, else in the system temp folder.
+
+    The file is named by owner, time and a random suffix (never an existing one),
+    created readable by its owner only, and fsynced with its folder. Returns its
+    path, or None when neither folder could take it.
+    """
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    name = f"aioproducer-unsent-{owner.replace(':', '-').replace('/', '-')}-{stamp}"
+    for where in (folder, Path(tempfile.gettempdir())):
+        path = where / f"{name}-{os.urandom(3).hex()}.jsonl"
+        try:
+            write_messages(path, messages)
+        except OSError as exc:
+            log.error(
+                "writing %d messages to %s failed: %s", len(messages), path, exc.strerror or exc
+            )
+            continue
+        return path
+    return None
+
 
 def write_messages(path: Path, messages: Iterable[Message]) -> int:
-    """Write ``messages`` to a new file at ``path`` and fsync it; return how many."""
+    """Write ``messages`` to a new file at ``path`` (mode 0600), fsync it and its folder."""
     count = 0
-    with open(path, "x", encoding="utf-8") as out:
-        for message in messages:
-            out.write(json.dumps(_to_dict(message), separators=(",", ":")) + "\n")
-            count += 1
-        out.flush()
-        os.fsync(out.fileno())
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with open(fd, "w", encoding="utf-8", closefd=False) as out:
+            for message in messages:
+                out.write(json.dumps(_to_dict(message), separators=(",", ":")) + "\n")
+                count += 1
+            out.flush()
+            os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        path.unlink(missing_ok=True)
+        raise
+    os.close(fd)
+    folder = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(folder)
+    finally:
+        os.close(folder)
     return count
 
 
@@ -46,6 +85,7 @@ def _to_dict(message: Message) -> dict[str, object]:
         "headers": encode_headers(message.headers),
         "attempts": message.attempts,
         "last_error": message.last_error,
+        "dead": message.dead,
     }
 
 
@@ -66,4 +106,5 @@ def _from_dict(data: dict[str, object]) -> Message:
         headers=decode_headers(headers if isinstance(headers, str) else None),
         attempts=attempts,
         last_error=last_error if isinstance(last_error, str) else None,
+        dead=data.get("dead") is True,
     )

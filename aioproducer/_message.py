@@ -1,18 +1,79 @@
-"""The message record shared by the buffer, the stores and the AMQP link."""
+"""The message record, its life, and the checks that make every accepted message carriable.
+
+A message accepted by ``publish()`` is in exactly one :class:`State` at a time, and
+moves only along :data:`MOVES`::
+
+    MEMORY ──────────► IN_FLIGHT ──────────► CONFIRMED
+      │ ▲                 │    │  ▲ (nack, return, lost: back to memory)
+      │ └─────────────────┘    │
+      │                        └──► STORED_IN_FLIGHT ──► CONFIRMED (the copy is deleted)
+      │   (deadline passed while in flight: a copy is stored)  │
+      ▼                                                        ▼ (nack, return, lost)
+    STORED ◄───────────────────────────────────────────────────┘
+      │  replay claims it, publishes it, deletes it after the confirm
+      ├──► CONFIRMED
+      └──► DEAD (max_attempts reached: kept in the store, never retried)
+    MEMORY ──► DEAD (stored as dead straight from memory)
+
+``MEMORY`` covers waiting to be published, held back after a failure of its own,
+and being written to the store. ``CONFIRMED``, ``STORED`` and ``DEAD`` are where a
+message ends as far as the producer that accepted it is concerned: settled.
+
+Headers are checked, copied and encoded once, at ``publish()``, by the same
+field-table encoder that writes them to the wire (:func:`prepare_headers`): what
+the broker cannot carry is refused at the call, and a caller mutating its dict
+afterwards cannot reach the buffered copy.
+"""
 
 from __future__ import annotations
 
 import base64
+import enum
 import json
-from dataclasses import dataclass
-from datetime import datetime
+import struct
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from decimal import Decimal
 from typing import Any
 
 from ._exceptions import InvalidMessage
 
 Headers = dict[str, Any]
 
-_SCALARS = (str, int, float, bool, bytes, datetime, type(None))
+#: The most header bytes, as encoded on the wire, a message may carry. A content
+#: header must fit in one AMQP frame (RabbitMQ's default ``frame_max`` is 128 KiB).
+MAX_HEADERS_SIZE = 64 * 1024
+#: How deeply tables and arrays may nest inside headers.
+MAX_HEADERS_DEPTH = 32
+
+
+class State(enum.Enum):
+    """Where an accepted message is."""
+
+    MEMORY = "memory"
+    """In the buffer: waiting to be published, held back, or being written to the store."""
+    IN_FLIGHT = "in_flight"
+    """Published from memory; its confirm is not in yet."""
+    STORED_IN_FLIGHT = "stored_in_flight"
+    """A copy is stored (its deadline passed) while the publish may still be confirmed."""
+    STORED = "stored"
+    """Only in the store, to be replayed."""
+    CONFIRMED = "confirmed"
+    """Confirmed by the broker."""
+    DEAD = "dead"
+    """Kept in the store after ``max_attempts`` failures of its own; never retried."""
+
+
+#: Every move a message can make. A move not listed here is a bug.
+MOVES: dict[State, frozenset[State]] = {
+    State.MEMORY: frozenset({State.IN_FLIGHT, State.STORED, State.DEAD}),
+    State.IN_FLIGHT: frozenset({State.MEMORY, State.CONFIRMED, State.STORED_IN_FLIGHT}),
+    State.STORED_IN_FLIGHT: frozenset({State.CONFIRMED, State.STORED}),
+    State.STORED: frozenset({State.CONFIRMED, State.DEAD}),
+    State.CONFIRMED: frozenset(),
+    State.DEAD: frozenset(),
+}
 
 
 @dataclass(slots=True, eq=False)
@@ -23,22 +84,24 @@ class Message:
     shared between hosts through the store); ``deadline`` and ``not_before`` are
     monotonic-clock seconds and only mean something inside the process that
     accepted the message, as do ``channel_breaks`` (how many channel errors in a
-    row it was in flight for), ``stored`` (a copy is in the store) and ``copying``
-    (a copy is being written).
+    row it was in flight for), ``stored`` (a copy is in the store), ``copying``
+    (a copy is being written), ``unstorable`` (the store refused it),
+    ``headers_wire`` (the headers as encoded on the wire) and ``state``.
 
-    ``dead`` marks a message that reached the producer's ``max_attempts``: a store
-    keeps it but never hands it out again. ``lease_token`` is set by
-    :meth:`Store.claim` and names that one claim: :meth:`Store.release` acts only on
-    messages whose lease still carries it.
+    ``attempts`` counts failures of the message's own (returned, nacked, broke its
+    channel, refused by the broker), not lost connections. ``dead`` marks a message
+    that reached the producer's ``max_attempts``: a store keeps it but never hands it
+    out again. ``lease_token`` is set by :meth:`Store.claim` and names that one
+    claim: :meth:`Store.release` acts only on messages whose lease still carries it.
     """
 
     message_id: str
-    body: bytes
+    body: bytes = field(repr=False)
     exchange: str
     routing_key: str
     content_type: str
     timestamp: float
-    headers: Headers | None = None
+    headers: Headers | None = field(default=None, repr=False)
     attempts: int = 0
     last_error: str | None = None
     due_at: float = 0.0
@@ -49,37 +112,166 @@ class Message:
     copying: bool = False
     dead: bool = False
     lease_token: str | None = None
+    unstorable: bool = False
+    headers_wire: bytes | None = field(default=None, repr=False)
+    state: State = State.MEMORY
+
+    @property
+    def size(self) -> int:
+        """Bytes this message holds in memory, as counted against ``max_buffer_bytes``."""
+        return len(self.body) + (len(self.headers_wire) if self.headers_wire else 0)
+
+
+# -- names ---------------------------------------------------------------------------
+
+
+def check_name(value: object, what: str, *, empty: bool = True) -> str:
+    """Return ``value`` if AMQP can carry it as a short string (UTF-8, 255 bytes at most)."""
+    if type(value) is str and len(value) <= 255 and value.isascii() and (empty or value):
+        return value
+    if not isinstance(value, str):
+        raise InvalidMessage(f"{what} must be a str, not {type(value).__name__}")
+    if not empty and not value:
+        raise InvalidMessage(f"{what} must not be empty")
+    if len(_utf8(value, what)) > 255:
+        raise InvalidMessage(f"{what} is over 255 bytes")
+    return str(value)
+
+
+def _utf8(text: str, where: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise InvalidMessage(f"{where} is not valid Unicode (a lone surrogate)") from None
+
+
+# -- headers: check, copy and encode in one walk ---------------------------------------
+
+_U8 = struct.Struct(">B")
+_I8 = struct.Struct(">b")
+_I16 = struct.Struct(">h")
+_I32 = struct.Struct(">i")
+_U32 = struct.Struct(">I")
+_I64 = struct.Struct(">q")
+_U64 = struct.Struct(">Q")
+_F64 = struct.Struct(">d")
+_DECIMAL = struct.Struct(">Bi")
+
+_ACCEPTED = (
+    "headers carry str, int (64-bit), float, Decimal, bool, bytes, datetime, None, "
+    "and lists, tuples and dicts of those"
+)
+
+
+def prepare_headers(headers: Mapping[str, Any]) -> tuple[Headers, bytes]:
+    """Check ``headers``; return a deep copy of them and their AMQP field-table encoding.
+
+    The copy holds what the wire carries, so it survives the stores and a replay
+    unchanged: tuples become lists, bytes-like values ``bytes``, and a datetime the
+    whole UTC second the AMQP timestamp holds (a naive one is taken as UTC).
+    Raises :class:`InvalidMessage` naming the first value AMQP cannot carry.
+    """
+    if not isinstance(headers, Mapping):
+        raise InvalidMessage(f"headers must be a mapping, not {type(headers).__name__}")
+    copy, wire = _table(headers, "headers", 0)
+    if len(wire) > MAX_HEADERS_SIZE:
+        raise InvalidMessage(
+            f"headers are {len(wire)} bytes on the wire, over the limit of {MAX_HEADERS_SIZE}"
+        )
+    return copy, wire
+
+
+def encode_headers_wire(headers: Headers) -> bytes:
+    """The field-table encoding of headers already checked by :func:`prepare_headers`."""
+    return _table(headers, "headers", 0)[1]
+
+
+def _table(table: Mapping[Any, Any], where: str, depth: int) -> tuple[Headers, bytes]:
+    if depth > MAX_HEADERS_DEPTH:
+        raise InvalidMessage(f"{where} nests deeper than {MAX_HEADERS_DEPTH} levels")
+    copy: Headers = {}
+    parts: list[bytes] = []
+    for key, value in table.items():
+        if not isinstance(key, str):
+            raise InvalidMessage(f"{where} keys must be str, not {type(key).__name__}")
+        name = _utf8(key, f"a key in {where}")
+        if len(name) > 128:
+            raise InvalidMessage(f"a key in {where} is over 128 bytes")
+        item, wire = _value(value, f"{where}[{key[:40]!r}]", depth)
+        copy[str(key)] = item
+        parts.append(_U8.pack(len(name)) + name + wire)
+    body = b"".join(parts)
+    return copy, _U32.pack(len(body)) + body
+
+
+def _value(value: Any, where: str, depth: int) -> tuple[Any, bytes]:
+    if value is None:
+        return None, b"V"
+    if isinstance(value, bool):
+        return bool(value), b"t\x01" if value else b"t\x00"
+    if isinstance(value, int):
+        number = int(value)
+        if -128 <= number <= 127:
+            return number, b"b" + _I8.pack(number)
+        if -32768 <= number <= 32767:
+            return number, b"s" + _I16.pack(number)
+        if -(2**31) <= number < 2**31:
+            return number, b"I" + _I32.pack(number)
+        if -(2**63) <= number < 2**63:
+            return number, b"l" + _I64.pack(number)
+        raise InvalidMessage(f"{where} is an int outside the signed 64-bit range")
+    if isinstance(value, float):
+        double = float(value)
+        return double, b"d" + _F64.pack(double)
+    if isinstance(value, str):
+        data = _utf8(value, where)
+        return str(value), b"S" + _U32.pack(len(data)) + data
+    if isinstance(value, bytes | bytearray | memoryview):
+        data = bytes(value)
+        return data, b"x" + _U32.pack(len(data)) + data
+    if isinstance(value, datetime):
+        moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        seconds = int(moment.timestamp())
+        if not 0 <= seconds < 2**64:
+            raise InvalidMessage(f"{where} is a datetime before 1970")
+        return datetime.fromtimestamp(seconds, UTC), b"T" + _U64.pack(seconds)
+    if isinstance(value, Decimal):
+        return value, b"D" + _decimal(value, where)
+    if isinstance(value, Mapping):
+        table, wire = _table(value, where, depth + 1)
+        return table, b"F" + wire
+    if isinstance(value, list | tuple):
+        if depth + 1 > MAX_HEADERS_DEPTH:
+            raise InvalidMessage(f"{where} nests deeper than {MAX_HEADERS_DEPTH} levels")
+        items: list[Any] = []
+        parts: list[bytes] = []
+        for index, element in enumerate(value):
+            item, wire = _value(element, f"{where}[{index}]", depth + 1)
+            items.append(item)
+            parts.append(wire)
+        body = b"".join(parts)
+        return items, b"A" + _U32.pack(len(body)) + body
+    raise InvalidMessage(f"{where} is a {type(value).__name__}; {_ACCEPTED}")
+
+
+def _decimal(value: Decimal, where: str) -> bytes:
+    """AMQP's decimal: a scale (0-255 digits after the point) and a signed 32-bit mantissa."""
+    exponent = value.as_tuple().exponent
+    if not isinstance(exponent, int):
+        raise InvalidMessage(f"{where} is a Decimal that is not finite")
+    scale = max(0, -exponent)
+    mantissa = int(value.scaleb(scale))
+    if scale > 255 or not -(2**31) <= mantissa < 2**31:
+        raise InvalidMessage(f"{where} is a Decimal outside AMQP's 32-bit mantissa and scale")
+    return _DECIMAL.pack(scale, mantissa)
+
+
+# -- headers in the stores: JSON that gives back equal values -------------------------
 
 
 def check_headers(headers: Headers) -> None:
     """Raise :class:`InvalidMessage` unless AMQP and the stores can carry ``headers``."""
-    if not isinstance(headers, dict):
-        raise InvalidMessage(f"headers must be a dict, not {type(headers).__name__}")
-    _check_table(headers, "headers")
-
-
-def _check_table(table: dict[Any, Any], where: str) -> None:
-    for key, value in table.items():
-        if not isinstance(key, str):
-            raise InvalidMessage(f"{where} keys must be str, got {key!r}")
-        if len(key.encode()) > 128:
-            raise InvalidMessage(f"{where} key {key[:20]!r}... is over 128 bytes")
-        _check_value(value, f"{where}[{key!r}]")
-
-
-def _check_value(value: Any, where: str) -> None:
-    if isinstance(value, _SCALARS):
-        return
-    if isinstance(value, dict):
-        _check_table(value, where)
-    elif isinstance(value, list | tuple):
-        for index, item in enumerate(value):
-            _check_value(item, f"{where}[{index}]")
-    else:
-        raise InvalidMessage(
-            f"{where} is a {type(value).__name__}; headers carry str, int, float, bool, "
-            "bytes, datetime, None, and lists and dicts of those"
-        )
+    prepare_headers(headers)
 
 
 def encode_headers(headers: Headers | None) -> str | None:
@@ -103,6 +295,8 @@ def _tag(value: Any) -> Any:
         return {"$b": base64.b64encode(value).decode()}
     if isinstance(value, datetime):
         return {"$t": value.isoformat()}
+    if isinstance(value, Decimal):
+        return {"$n": str(value)}
     if isinstance(value, dict):
         return {"$d": {k: _tag(v) for k, v in value.items()}}
     if isinstance(value, list | tuple):
@@ -116,6 +310,8 @@ def _untag(value: Any) -> Any:
             return base64.b64decode(value["$b"])
         if "$t" in value:
             return datetime.fromisoformat(value["$t"])
+        if "$n" in value:
+            return Decimal(value["$n"])
         return {k: _untag(v) for k, v in value["$d"].items()}
     if isinstance(value, list):
         return [_untag(v) for v in value]

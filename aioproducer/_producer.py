@@ -9,32 +9,37 @@ import json
 import logging
 import os
 import socket
-import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
 from ._backoff import Backoff
-from ._buffer import Buffer
-from ._connection import AmqpLink, Outcome, Result
-from ._exceptions import (
-    BodyNotSerializable,
-    InvalidMessage,
-    MessageTooLarge,
-    ProducerClosed,
-    StoreError,
+from ._buffer import Observer
+from ._config import (
+    DEFAULT_MAX_BUFFER_BYTES,
+    DEFAULT_MAX_MESSAGE_SIZE,
+    Settings,
+    check_fallback_dir,
 )
-from ._fallback import write_messages
-from ._message import Message, check_headers
+from ._connection import AmqpLink
+from ._context import Context, supervise
+from ._exceptions import BodyNotSerializable, MessageTooLarge, ProducerClosed, StoreError
+from ._live import LivePublisher
+from ._message import Message, check_name, prepare_headers
+from ._replay import Replayer
+from ._spill import Spiller
 from ._stores._base import Store
 from ._stores._sqlite import SQLiteStore
 
 log = logging.getLogger("aioproducer.producer")
 
-#: RabbitMQ 4's default ``max_message_size``; earlier versions allow more.
-DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
+#: The store always gets this many seconds on close, even when the timeout is spent.
+STORE_ON_CLOSE = 1.0
+#: Seconds past ``timeout`` that :meth:`Producer.close` may take: the store's minimum
+#: share, then closing the connection and the store (half a second each). Writing the
+#: local file, when the store fails, comes on top (a local, fsynced write).
+CLOSE_MARGIN = STORE_ON_CLOSE + 1.0
 
 _BYTES_TYPE = "application/octet-stream"
 _TEXT_TYPE = "text/plain; charset=utf-8"
@@ -68,12 +73,20 @@ class ProducerStats:
     """Publishes the broker nacked (each is retried)."""
     channel_errors: int
     """Publishes caught by a channel-level error, such as a missing exchange."""
+    failed: int
+    """Publishes the client could not send for a reason of the message's own (retried)."""
     retried: int
     """Publishes retried after a lost connection or a missing confirm."""
     exported: int
     """Messages written to a local file on close because the store failed."""
+    unstorable: int
+    """Messages the store refused for what they are (kept in memory, then exported)."""
+    dead: int
+    """Messages kept in the store as dead after ``max_attempts``, no longer retried."""
     buffered: int
     """Messages in memory and not yet settled (in flight included)."""
+    buffered_bytes: int
+    """Bytes of bodies and headers of the messages in memory (``max_buffer_bytes`` bounds it)."""
     in_flight: int
     """Messages published and awaiting their confirm."""
     held: int
@@ -90,20 +103,8 @@ class ProducerStats:
     """Connections made, the first one included."""
     state: ProducerState
     """Where the producer is in its life."""
-
-
-@dataclass(slots=True)
-class _Counters:
-    accepted: int = 0
-    confirmed: int = 0
-    spilled: int = 0
-    replayed: int = 0
-    returned: int = 0
-    nacked: int = 0
-    channel_errors: int = 0
-    retried: int = 0
-    exported: int = 0
-    store_errors: int = 0
+    last_error: str | None
+    """The latest connection or store error, as short text with passwords masked."""
 
 
 class Producer:
@@ -120,8 +121,10 @@ class Producer:
         store: Store | None = None,
         spill_after: float = 5.0,
         max_buffer: int = 10_000,
+        max_buffer_bytes: int = DEFAULT_MAX_BUFFER_BYTES,
         max_message_size: int = DEFAULT_MAX_MESSAGE_SIZE,
         max_in_flight: int = 1000,
+        max_attempts: int | None = None,
         high_water: float = 0.8,
         persistent: bool = True,
         mandatory: bool = True,
@@ -136,64 +139,49 @@ class Producer:
         fallback_dir: str | os.PathLike[str] = ".",
         name: str | None = None,
     ) -> None:
-        if not isinstance(url, str) or not url.startswith(("amqp://", "amqps://")):
-            raise ValueError("url must be an amqp:// or amqps:// URL")
-        _check_name(exchange, "exchange")
-        for option, value in (
-            ("spill_after", spill_after),
-            ("lease", lease),
-            ("replay_interval", replay_interval),
-            ("confirm_timeout", confirm_timeout),
-            ("connect_timeout", connect_timeout),
-        ):
-            if not value > 0:
-                raise ValueError(f"{option} must be positive")
-        if lease <= confirm_timeout:
-            raise ValueError("lease must be longer than confirm_timeout")
-        if not 0 < high_water <= 1:
-            raise ValueError("high_water is a fraction of max_buffer, above 0 and at most 1")
-        for option, count in (
-            ("max_message_size", max_message_size),
-            ("max_in_flight", max_in_flight),
-            ("replay_batch", replay_batch),
-        ):
-            if count < 1:
-                raise ValueError(f"{option} must be at least 1")
+        self._settings = Settings(
+            url=url,
+            exchange=exchange,
+            spill_after=spill_after,
+            max_buffer=max_buffer,
+            max_buffer_bytes=max_buffer_bytes,
+            max_message_size=max_message_size,
+            max_in_flight=max_in_flight,
+            high_water=high_water,
+            persistent=persistent,
+            mandatory=mandatory,
+            lease=lease,
+            replay_batch=replay_batch,
+            replay_interval=replay_interval,
+            confirm_timeout=confirm_timeout,
+            connect_timeout=connect_timeout,
+            max_attempts=max_attempts,
+            reconnect_backoff=reconnect_backoff or Backoff(base=0.1, cap=1.0),
+            retry_backoff=retry_backoff or Backoff(base=1.0, cap=60.0),
+            store_backoff=store_backoff or Backoff(base=0.2, cap=10.0),
+            fallback_dir=check_fallback_dir(fallback_dir),
+        )
         self.url = url
         self.exchange = exchange
         self.store: Store = store if store is not None else SQLiteStore("aioproducer-spill.db")
         self.spill_after = spill_after
         self.max_buffer = max_buffer
-        self.max_message_size = max_message_size
+        #: The largest body publish() accepts: the option, or what the store can hold.
+        self.max_message_size = min(
+            max_message_size, getattr(self.store, "max_body_size", max_message_size)
+        )
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self._buffer = Buffer(capacity=max_buffer, high_water=max(1, int(max_buffer * high_water)))
-        self._max_in_flight = max_in_flight
-        self._refill_at = max_in_flight - max(1, max_in_flight // 8)
-        self._persistent = persistent
-        self._mandatory = mandatory
-        self._lease = lease
-        self._replay_batch = replay_batch
-        self._replay_interval = replay_interval
-        self._confirm_timeout = confirm_timeout
-        self._redundant: list[str] = []
-        self._connect_timeout = connect_timeout
-        self._reconnect_backoff = reconnect_backoff or Backoff(base=0.1, cap=1.0)
-        self._retry_backoff = retry_backoff or Backoff(base=1.0, cap=60.0)
-        self._store_backoff = store_backoff or Backoff(base=0.2, cap=10.0)
-        self._fallback_dir = Path(fallback_dir)
         self._encode_json = json.JSONEncoder(
             ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode
-        self._counters = _Counters()
         self._state = ProducerState.NEW
-        self._store_ok = True
-        self._link: AmqpLink | None = None
+        self._observer: Observer | None = None
+        self._context: Context | None = None
+        self._live: LivePublisher | None = None
+        self._spiller: Spiller | None = None
         self._tasks: list[asyncio.Task[None]] = []
-        self._sends: set[asyncio.Task[None]] = set()
-        self._slot_free = asyncio.Event()
-        self._stored = asyncio.Event()
-        self._paused_until = 0.0
-        self._closed = asyncio.Event()
+        self._closer: asyncio.Task[None] | None = None
+        self._abandon_drain = asyncio.Event()
 
     def __repr__(self) -> str:
         return f"<Producer {self.owner} {self._state.value} store={self.store!r}>"
@@ -206,17 +194,24 @@ class Producer:
             return
         if self._state is not ProducerState.NEW:
             raise ProducerClosed("a closed producer cannot be started again")
-        self._link = AmqpLink(
-            self.url,
-            backoff=self._reconnect_backoff,
-            connect_timeout=self._connect_timeout,
+        context = Context(self._settings, self.store, self.owner, observer=self._observer)
+        link = AmqpLink(
+            self._settings.url,
+            backoff=self._settings.reconnect_backoff,
+            connect_timeout=self._settings.connect_timeout,
             name=f"aioproducer {self.owner}",
+            on_error=context.record_error,
         )
-        self._link.start()
+        context.link = link
+        self._context = context
+        self._live = LivePublisher(context, link)
+        self._spiller = Spiller(context)
+        replayer = Replayer(context, link)
+        link.start()
         self._tasks = [
-            asyncio.create_task(self._supervise("publisher", self._run_publisher)),
-            asyncio.create_task(self._supervise("spill", self._run_spill)),
-            asyncio.create_task(self._supervise("replay", self._run_replay)),
+            asyncio.create_task(supervise("publisher", self._live.run, context)),
+            asyncio.create_task(supervise("spill", self._spiller.run, context)),
+            asyncio.create_task(supervise("replay", replayer.run, context)),
         ]
         self._state = ProducerState.RUNNING
         log.info("producer %s started (store %r)", self.owner, self.store)
@@ -234,86 +229,101 @@ class Producer:
         await self.close()
 
     async def close(self, timeout: float = 10.0) -> None:
-        """Stop accepting, drain to the broker for up to ``timeout`` seconds, store the rest.
+        """Stop accepting, drain to the broker, store the rest; idempotent.
 
-        If the store fails too, what is left goes to a local file (see
-        ``python -m aioproducer import``). Idempotent.
+        Returns within ``timeout`` plus :data:`CLOSE_MARGIN` seconds, whatever the
+        broker and the store do. The broker gets the time up to the last
+        ``min(timeout / 2, 2)`` seconds; the store gets what is left, and at least
+        :data:`STORE_ON_CLOSE`; what it has not taken by then is written to a local
+        file (see ``python -m aioproducer import``). Cancelling close() cuts the
+        drain short but not the storing: the messages are stored or written to the
+        file before the cancellation goes on.
         """
-        if self._state in (ProducerState.CLOSING, ProducerState.CLOSED):
-            await self._closed.wait()
+        if self._state is ProducerState.NEW:
+            self._state = ProducerState.CLOSED
+            await self._close_store(1.0)
             return
-        was_running = self._state is ProducerState.RUNNING
+        if self._closer is None:
+            self._closer = asyncio.create_task(self._close(timeout), name="aioproducer-close")
+        closer = self._closer
+        cancelled = False
+        while not closer.done():
+            try:
+                await asyncio.shield(closer)
+            except asyncio.CancelledError:
+                if closer.done():
+                    break
+                # Skip what is left of the drain; storing the rest still completes.
+                cancelled = True
+                self._abandon_drain.set()
+        if cancelled:
+            raise asyncio.CancelledError
+        if not closer.cancelled():
+            closer.result()
+
+    async def _close(self, timeout: float) -> None:
+        context = self._context
+        assert context is not None and self._live is not None and self._spiller is not None
         self._state = ProducerState.CLOSING
+        deadline = context.now() + timeout
         try:
-            if was_running:
-                drained = await self.flush(timeout)
-                log.info(
-                    "producer %s closing: %s, %d messages left in memory",
-                    self.owner,
-                    "drained" if drained else "drain timed out",
-                    len(self._buffer),
-                )
-                await self._stop_tasks()
-                await self._store_rest()
-                await self._delete_redundant()
+            await self._drain(deadline - min(timeout / 2, 2.0))
+            log.info(
+                "producer %s closing: %d messages left in memory", self.owner, len(context.buffer)
+            )
+            await self._stop_tasks()
+            deadline = max(deadline, context.now() + STORE_ON_CLOSE)
+            await self._spiller.store_rest(deadline)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(max(0.0, deadline - context.now())):
+                    await self._spiller.delete_redundant()
         finally:
             try:
-                if self._link is not None:
-                    await self._link.close()
+                if context.link is not None:
+                    await context.link.close(timeout=0.5)
             finally:
-                await self.store.close()
+                await self._close_store(0.5)
                 self._state = ProducerState.CLOSED
-                self._closed.set()
                 log.info("producer %s closed", self.owner)
+
+    async def _drain(self, until: float) -> None:
+        """Wait until memory is empty, ``until`` passes, or a cancelled close() cuts it short."""
+        assert self._context is not None
+        waits = [
+            asyncio.ensure_future(self._context.buffer.empty.wait()),
+            asyncio.ensure_future(self._abandon_drain.wait()),
+        ]
+        try:
+            await asyncio.wait(
+                waits,
+                timeout=max(0.0, until - self._context.now()),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            for wait in waits:
+                wait.cancel()
 
     async def _stop_tasks(self) -> None:
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        sends = list(self._sends)
-        for task in sends:
-            task.cancel()
-        await asyncio.gather(*sends, return_exceptions=True)
-        # Publishes cut short here may have reached the broker: they are stored and
-        # replayed with the same message_id (at least once).
-        self._buffer.retry(self._buffer.take_in_flight())
+        # Cancelled loops end at once; the replayer hands its claim back within a second.
+        await asyncio.wait(self._tasks, timeout=1.1)
+        assert self._live is not None
+        await self._live.stop()
 
-    async def _store_rest(self) -> None:
-        rest = self._buffer.take_all()
-        if not rest:
-            return
-        wall = time.time()
-        for message in rest:
-            message.due_at = wall
+    async def _close_store(self, timeout: float) -> None:
         try:
-            await self.store.put(rest)
-        except StoreError as exc:
-            # Named by owner and time, and never overwritten (write_messages creates it).
-            stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime(wall))
-            owner = self.owner.replace(":", "-")
-            path = (
-                self._fallback_dir
-                / f"aioproducer-unsent-{owner}-{stamp}-{os.urandom(2).hex()}.jsonl"
-            )
-            count = await asyncio.to_thread(write_messages, path, rest)
-            self._counters.exported += count
-            log.error(
-                "store failed on close (%s); %d messages written to %s: import them with "
-                "'python -m aioproducer import %s'",
-                exc,
-                count,
-                path,
-                path,
-            )
-        else:
-            self._counters.spilled += len(rest)
-            log.info("stored %d messages on close", len(rest))
-        self._buffer.spilled(rest)
+            async with asyncio.timeout(timeout):
+                await self.store.close()
+        except (StoreError, TimeoutError) as exc:
+            log.warning("producer %s: closing the store failed: %s", self.owner, exc)
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until nothing is buffered or in flight; False if ``timeout`` passes first."""
+        if self._context is None:
+            return True
         try:
-            await asyncio.wait_for(self._buffer.empty.wait(), timeout)
+            await asyncio.wait_for(self._context.buffer.empty.wait(), timeout)
         except TimeoutError:
             return False
         return True
@@ -356,61 +366,61 @@ class Producer:
         content_type: str | None = None,
     ) -> str:
         """:meth:`publish` for code that is not a coroutine."""
-        if self._state is not ProducerState.RUNNING:
+        context = self._context
+        if self._state is not ProducerState.RUNNING or context is None:
             raise ProducerClosed(f"producer is {self._state.value}")
-        if isinstance(body, bytes):
+        if type(body) is bytes:
             data, default_type = body, _BYTES_TYPE
         elif isinstance(body, str):
-            data, default_type = body.encode(), _TEXT_TYPE
-        elif isinstance(body, bytearray | memoryview):
+            data, default_type = _encode_text(body), _TEXT_TYPE
+        elif isinstance(body, bytes | bytearray | memoryview):
             data, default_type = bytes(body), _BYTES_TYPE
         else:
             try:
-                data = self._encode_json(body).encode()
-            except (TypeError, ValueError) as exc:
-                raise BodyNotSerializable(f"body is not JSON-serialisable: {exc}") from exc
+                data = _encode_text(self._encode_json(body))
+            except (TypeError, ValueError, RecursionError) as exc:
+                raise BodyNotSerializable(
+                    f"body is not JSON-serialisable: {type(exc).__name__}"
+                ) from exc
             default_type = _JSON_TYPE
         if len(data) > self.max_message_size:
             raise MessageTooLarge(len(data), self.max_message_size)
-        if type(routing_key) is not str or len(routing_key) > 63:
-            _check_name(routing_key, "routing_key")
-        if exchange is None:
-            exchange = self.exchange
-        elif type(exchange) is not str or len(exchange) > 63:
-            _check_name(exchange, "exchange")
+        routing_key = check_name(routing_key, "routing_key")
+        exchange = self.exchange if exchange is None else check_name(exchange, "exchange")
+        wire = None
         if headers is not None:
-            if not isinstance(headers, Mapping):
-                raise InvalidMessage(f"headers must be a mapping, not {type(headers).__name__}")
-            headers = dict(headers)
-            check_headers(headers)
+            headers, wire = prepare_headers(headers)
         if message_id is None:
             message_id = os.urandom(16).hex()
-        elif type(message_id) is not str or not message_id or len(message_id) > 63:
-            _check_name(message_id, "message_id", empty=False)
-        if content_type is None:
-            content_type = default_type
-        elif type(content_type) is not str or len(content_type) > 63:
-            _check_name(content_type, "content_type")
-        self._buffer.add(
+        else:
+            message_id = check_name(message_id, "message_id", empty=False)
+        content_type = (
+            default_type if content_type is None else check_name(content_type, "content_type")
+        )
+        context.buffer.add(
             Message(
                 message_id=message_id,
                 body=data,
                 exchange=exchange,
                 routing_key=routing_key,
                 content_type=content_type,
-                timestamp=time.time(),
+                timestamp=context.wall(),
                 headers=headers,
-                deadline=time.monotonic() + self.spill_after,
+                headers_wire=wire,
+                deadline=context.now() + self.spill_after,
             )
         )
-        self._counters.accepted += 1
+        context.counters.accepted += 1
         return message_id
 
     def stats(self) -> ProducerStats:
         """A snapshot of the counters and state."""
-        c = self._counters
-        link = self._link
-        buffer = self._buffer
+        context = self._context
+        if context is None:
+            return _empty_stats(self._state)
+        c = context.counters
+        link = context.link
+        buffer = context.buffer
         return ProducerStats(
             accepted=c.accepted,
             confirmed=c.confirmed,
@@ -419,326 +429,55 @@ class Producer:
             returned=c.returned,
             nacked=c.nacked,
             channel_errors=c.channel_errors,
+            failed=c.failed,
             retried=c.retried,
             exported=c.exported,
+            unstorable=c.unstorable,
+            dead=c.dead,
             buffered=len(buffer),
+            buffered_bytes=buffer.bytes,
             in_flight=buffer.in_flight,
             held=buffer.held,
             connected=link is not None and link.connected,
             blocked=link is not None and link.blocked,
-            store_ok=self._store_ok,
+            store_ok=context.store_ok,
             store_errors=c.store_errors,
             connections=link.connections if link is not None else 0,
             state=self._state,
+            last_error=context.last_error,
         )
 
-    # -- background tasks ------------------------------------------------------
 
-    async def _supervise(self, name: str, run: Callable[[], Awaitable[None]]) -> None:
-        """Run a background loop; a bug that escapes it is logged and the loop restarted."""
-        failures = 0
-        while True:
-            try:
-                await run()
-            except Exception:
-                log.exception("producer %s: %s task failed; restarting it", self.owner, name)
-                await asyncio.sleep(self._store_backoff.delay(failures))
-                failures += 1
-
-    async def _run_publisher(self) -> None:
-        assert self._link is not None
-        link = self._link
-        buffer = self._buffer
-        loop = asyncio.get_running_loop()
-        while True:
-            now = loop.time()
-            if now < self._paused_until:
-                await asyncio.sleep(self._paused_until - now)
-                continue
-            if not buffer.ready(time.monotonic()):
-                wake = buffer.next_held()
-                timeout = None if wake is None else max(0.0, wake - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(buffer.has_pending.wait(), timeout)
-                continue
-            channel = await link.channel("live")
-            free = self._max_in_flight - buffer.in_flight
-            if free <= 0:
-                self._slot_free.clear()
-                await self._slot_free.wait()
-                continue
-            for message in buffer.take(time.monotonic(), free):
-                task = asyncio.create_task(self._send(link, channel, message))
-                self._sends.add(task)
-                task.add_done_callback(self._sends.discard)
-            # Let the sends write their frames before taking more.
-            await asyncio.sleep(0)
-
-    async def _publish(self, link: AmqpLink, channel: Any, message: Message) -> Result:
-        """Publish ``message`` with this producer's options and wait for its confirm."""
-        return await link.publish(
-            channel,
-            message,
-            mandatory=self._mandatory,
-            persistent=self._persistent,
-            timeout=self._confirm_timeout,
-        )
-
-    async def _send(self, link: AmqpLink, channel: Any, message: Message) -> None:
-        result = await self._publish(link, channel, message)
-        self._settle(message, result)
-        # Refill the window in batches, not one publish per confirm.
-        if self._buffer.in_flight <= self._refill_at:
-            self._slot_free.set()
-
-    def _settle(self, message: Message, result: Result) -> None:
-        buffer = self._buffer
-        counters = self._counters
-        outcome = result.outcome
-        if outcome is Outcome.ACKED:
-            if buffer.settle(message):
-                # Its copy went to the store while the confirm was slow: delete it.
-                self._redundant.append(message.message_id)
-                buffer.needs_spill.set()
-            counters.confirmed += 1
-            return
-        message.attempts += 1
-        message.last_error = f"{outcome.value}: {result.detail}"
-        self._count_failure(outcome)
-        if outcome is Outcome.CHANNEL_ERROR:
-            message.channel_breaks += 1
-            culprit = result.missing_exchange is not None and (
-                result.missing_exchange == message.exchange
-            )
-            if culprit or (result.missing_exchange is None and message.channel_breaks >= 2):
-                self._hold(message)
-            else:
-                buffer.retry((message,))
-            return
-        message.channel_breaks = 0
-        if outcome in _MESSAGE_FAULTS:
-            self._hold(message)
-            return
-        buffer.retry((message,))
-        now = asyncio.get_running_loop().time()
-        if outcome is Outcome.LOST:
-            # The connection is going or gone: wait for it rather than spin on it.
-            self._paused_until = now + self._reconnect_backoff.base
-        else:
-            # A broker that does not confirm in time is blocked, or its socket is
-            # half-open: stop feeding it for a moment; the spill task takes what is due.
-            if self._paused_until < now:
-                log.warning(
-                    "producer %s: no confirm for message %s in time; pausing publishes",
-                    self.owner,
-                    message.message_id,
-                )
-            self._paused_until = now + self._reconnect_backoff.cap
-
-    def _hold(self, message: Message) -> None:
-        delay = self._retry_backoff.delay(message.attempts - 1)
-        log.debug(
-            "producer %s: holding back message %s (attempt %d, %s); retry in %.1fs",
-            self.owner,
-            message.message_id,
-            message.attempts,
-            message.last_error,
-            delay,
-        )
-        self._buffer.hold(message, time.monotonic() + delay)
-
-    async def _run_spill(self) -> None:
-        buffer = self._buffer
-        # Messages falling due this soon after the one that woke the task go with it,
-        # so that a steady stream is stored in batches, not one write per message.
-        window = min(self.spill_after * 0.1, 0.5)
-        failures = 0
-        episode = 0
-        while True:
-            await self._delete_redundant()
-            batch = buffer.take_for_spill(time.monotonic() + window, 500)
-            if not batch:
-                if self._redundant:
-                    # More confirms came in while the last copies were deleted.
-                    continue
-                deadline = buffer.next_deadline()
-                if deadline is None and episode:
-                    log.info("producer %s: stopped spilling, %d stored", self.owner, episode)
-                    episode = 0
-                timeout = None if deadline is None else max(0.0, deadline - time.monotonic())
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(buffer.needs_spill.wait(), timeout)
-                continue
-            wall = time.time()
-            for message in batch:
-                if message.copying:
-                    # Still in flight: replay waits until its confirm cannot come.
-                    message.due_at = wall + self._confirm_timeout
-                elif message.not_before:
-                    message.due_at = wall + max(0.0, message.not_before - time.monotonic())
-                else:
-                    message.due_at = wall
-            try:
-                await self.store.put(batch)
-            except StoreError as exc:
-                buffer.unspill(batch)
-                self._store_ok = False
-                self._counters.store_errors += 1
-                delay = self._store_backoff.delay(failures)
-                failures += 1
-                log.warning(
-                    "producer %s: storing %d messages failed (%s); retry in %.1fs",
-                    self.owner,
-                    len(batch),
-                    exc,
-                    delay,
-                )
-                await asyncio.sleep(delay)
-                continue
-            except BaseException:
-                buffer.unspill(batch)
-                raise
-            self._redundant.extend(buffer.spilled(batch))
-            failures = 0
-            self._store_ok = True
-            self._counters.spilled += len(batch)
-            self._stored.set()
-            if not episode:
-                log.info(
-                    "producer %s: spilling to %r: messages unconfirmed after %.3gs",
-                    self.owner,
-                    self.store,
-                    self.spill_after,
-                )
-            episode += len(batch)
-            log.debug("producer %s: spilled %d messages", self.owner, len(batch))
-
-    async def _delete_redundant(self) -> None:
-        """Delete stored copies of messages the broker confirmed after all."""
-        if not self._redundant:
-            return
-        ids, self._redundant = self._redundant, []
-        try:
-            await self.store.ack(ids)
-        except StoreError as exc:
-            # Left in the store, they are replayed: duplicates, never losses.
-            self._counters.store_errors += 1
-            log.warning(
-                "producer %s: deleting %d confirmed copies failed (%s)", self.owner, len(ids), exc
-            )
-
-    async def _run_replay(self) -> None:
-        assert self._link is not None
-        link = self._link
-        failures = 0
-        replayed_before = self._counters.replayed
-        replaying = False
-        while True:
-            channel = await link.channel("replay")
-            try:
-                batch = await self.store.claim(
-                    self.owner, limit=self._replay_batch, lease=self._lease
-                )
-            except StoreError as exc:
-                self._store_ok = False
-                self._counters.store_errors += 1
-                delay = self._store_backoff.delay(failures)
-                failures += 1
-                log.warning(
-                    "producer %s: claim failed (%s); retry in %.1fs", self.owner, exc, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            failures = 0
-            self._store_ok = True
-            if not batch:
-                if replaying:
-                    replaying = False
-                    log.info(
-                        "producer %s: replay done, %d confirmed",
-                        self.owner,
-                        self._counters.replayed - replayed_before,
-                    )
-                self._stored.clear()
-                with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._stored.wait(), self._replay_interval)
-                continue
-            if not replaying:
-                replaying = True
-                replayed_before = self._counters.replayed
-                log.info("producer %s: replaying stored messages", self.owner)
-            log.debug("producer %s: replaying %d stored messages", self.owner, len(batch))
-            await self._replay(link, channel, batch)
-
-    async def _replay(self, link: AmqpLink, channel: Any, batch: list[Message]) -> None:
-        """Publish a claimed batch; delete what is confirmed, release the rest with backoff."""
-        results: list[Result] = []
-        try:
-            results = await asyncio.gather(
-                *(self._publish(link, channel, message) for message in batch)
-            )
-        finally:
-            # Also on cancellation (close): nothing claimed stays leased for long.
-            confirmed: list[str] = []
-            failed: list[Message] = []
-            wall = time.time()
-            for index, message in enumerate(batch):
-                result = results[index] if index < len(results) else None
-                if result is not None and result.outcome is Outcome.ACKED:
-                    confirmed.append(message.message_id)
-                    continue
-                message.due_at = wall
-                if result is not None:
-                    message.attempts += 1
-                    message.last_error = f"{result.outcome.value}: {result.detail}"
-                    if result.outcome in _MESSAGE_FAULTS:
-                        message.due_at += self._retry_backoff.delay(message.attempts - 1)
-                    self._count_failure(result.outcome)
-                failed.append(message)
-            self._counters.replayed += len(confirmed)
-            await self._finish_replay(confirmed, failed)
-
-    def _count_failure(self, outcome: Outcome) -> None:
-        counters = self._counters
-        if outcome is Outcome.RETURNED:
-            counters.returned += 1
-        elif outcome is Outcome.NACKED:
-            counters.nacked += 1
-        elif outcome is Outcome.CHANNEL_ERROR:
-            counters.channel_errors += 1
-        else:
-            counters.retried += 1
-
-    async def _finish_replay(self, confirmed: list[str], failed: list[Message]) -> None:
-        """Delete confirmed messages from the store and release the rest."""
-        for attempt in range(5):
-            try:
-                await self.store.ack(confirmed)
-                await self.store.release(self.owner, failed)
-            except StoreError as exc:
-                self._store_ok = False
-                self._counters.store_errors += 1
-                log.warning(
-                    "producer %s: settling %d replayed messages in the store failed (%s)",
-                    self.owner,
-                    len(confirmed) + len(failed),
-                    exc,
-                )
-                await asyncio.sleep(self._store_backoff.delay(attempt))
-            else:
-                return
-        # The leases expire and the messages are replayed again: duplicates, not losses.
-        log.error("producer %s: could not settle replayed messages; leases will expire", self.owner)
+def _encode_text(text: str) -> bytes:
+    try:
+        return text.encode()
+    except UnicodeEncodeError:
+        raise BodyNotSerializable("body is not valid Unicode (a lone surrogate)") from None
 
 
-_MESSAGE_FAULTS = frozenset({Outcome.RETURNED, Outcome.NACKED, Outcome.CHANNEL_ERROR})
-
-
-def _check_name(value: object, what: str, *, empty: bool = True) -> None:
-    """Raise unless ``value`` is a str AMQP can carry as a short string (255 bytes)."""
-    if not isinstance(value, str):
-        raise InvalidMessage(f"{what} must be a str, not {type(value).__name__}")
-    if not empty and not value:
-        raise InvalidMessage(f"{what} must not be empty")
-    if len(value.encode()) > 255:
-        raise InvalidMessage(f"{what} is over 255 bytes")
+def _empty_stats(state: ProducerState) -> ProducerStats:
+    return ProducerStats(
+        accepted=0,
+        confirmed=0,
+        spilled=0,
+        replayed=0,
+        returned=0,
+        nacked=0,
+        channel_errors=0,
+        failed=0,
+        retried=0,
+        exported=0,
+        unstorable=0,
+        dead=0,
+        buffered=0,
+        buffered_bytes=0,
+        in_flight=0,
+        held=0,
+        connected=False,
+        blocked=False,
+        store_ok=True,
+        store_errors=0,
+        connections=0,
+        state=state,
+        last_error=None,
+    )

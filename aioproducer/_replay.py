@@ -1,0 +1,199 @@
+"""The replayer: claims stored messages under a lease; deletes each once it is confirmed."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from typing import Any
+
+from ._connection import AmqpLink, Outcome, Result
+from ._context import Context
+from ._exceptions import StoreError
+from ._live import MESSAGE_FAULTS, publish
+from ._message import Message, State
+
+log = logging.getLogger("aioproducer.replay")
+
+#: Seconds a cancelled replay may spend handing its claimed messages back.
+_RELEASE_ON_CANCEL = 1.0
+
+
+class Replayer:
+    """Republishes what the store holds, on its own ``replay`` channel.
+
+    Each claimed message is settled from its own result: confirmed ones are
+    deleted; one that failed for a reason of its own counts an attempt and is
+    due again after a backoff (or kept as dead after ``max_attempts``); one caught
+    by a lost connection or a missing confirm is due again after a pause that
+    grows while the broker keeps failing, so a slow broker is not sent the same
+    messages over and over. After a channel error that names no culprit, messages
+    are replayed one at a time for a while, so the one that breaks the channel is
+    found and held back alone.
+    """
+
+    def __init__(self, context: Context, link: AmqpLink) -> None:
+        self._context = context
+        self._link = link
+        self._store_failures = 0
+        self._broker_failures = 0
+        #: Messages still to replay one at a time after an unexplained channel error.
+        self._careful = 0
+        self._replaying = False
+        self._replayed_before = 0
+
+    async def run(self) -> None:
+        context = self._context
+        settings = context.settings
+        while True:
+            channel = await self._link.channel("replay")
+            limit = 1 if self._careful else settings.replay_batch
+            try:
+                batch = await context.store.claim(context.owner, limit=limit, lease=settings.lease)
+            except StoreError as exc:
+                context.store_failed(exc)
+                delay = settings.store_backoff.delay(self._store_failures)
+                self._store_failures += 1
+                log.warning(
+                    "producer %s: claim failed (%s); retry in %.1fs", context.owner, exc, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            self._store_failures = 0
+            context.store_worked()
+            if not batch:
+                self._careful = 0
+                if self._replaying:
+                    self._replaying = False
+                    log.info(
+                        "producer %s: replay done, %d confirmed",
+                        context.owner,
+                        context.counters.replayed - self._replayed_before,
+                    )
+                context.stored.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(context.stored.wait(), settings.replay_interval)
+                continue
+            if not self._replaying:
+                self._replaying = True
+                self._replayed_before = context.counters.replayed
+                log.info("producer %s: replaying stored messages", context.owner)
+            log.debug("producer %s: replaying %d stored messages", context.owner, len(batch))
+            pause = await self._replay(channel, batch)
+            if pause:
+                await asyncio.sleep(pause)
+
+    async def _replay(self, channel: Any, batch: list[Message]) -> float:
+        """Publish a claimed batch and settle each message; return seconds to pause after."""
+        context = self._context
+        tasks = [
+            asyncio.ensure_future(publish(context, self._link, channel, message))
+            for message in batch
+        ]
+        try:
+            results = await asyncio.gather(*tasks)
+        except BaseException:
+            # Cancelled (close): hand back every message not confirmed, quickly.
+            for task in tasks:
+                task.cancel()
+            done = [t.result() if t.done() and not t.cancelled() else None for t in tasks]
+            confirmed = [
+                m.message_id
+                for m, r in zip(batch, done, strict=True)
+                if r is not None and r.outcome is Outcome.ACKED
+            ]
+            wall = context.wall()
+            rest = [m for m in batch if m.message_id not in set(confirmed)]
+            for message in rest:
+                message.due_at = wall
+            with contextlib.suppress(StoreError, TimeoutError):
+                async with asyncio.timeout(_RELEASE_ON_CANCEL):
+                    await context.store.ack(confirmed)
+                    await context.store.release(context.owner, rest)
+            raise
+        return await self._settle(batch, results)
+
+    async def _settle(self, batch: list[Message], results: list[Result]) -> float:
+        context = self._context
+        settings = context.settings
+        wall = context.wall()
+        confirmed: list[str] = []
+        failed: list[Message] = []
+        broker_trouble: Outcome | None = None
+        unexplained = False
+        for message, result in zip(batch, results, strict=True):
+            outcome = result.outcome
+            if outcome is Outcome.ACKED:
+                confirmed.append(message.message_id)
+                continue
+            context.count_failure(outcome)
+            failed.append(message)
+            if outcome in MESSAGE_FAULTS or (
+                outcome is Outcome.CHANNEL_ERROR and self._is_culprit(message, result, batch)
+            ):
+                message.due_at = wall + context.fail(message, result)
+            elif outcome is Outcome.CHANNEL_ERROR:
+                # Its channel was broken by another message: due again at once.
+                message.due_at = wall
+                unexplained = unexplained or result.missing_exchange is None
+            else:
+                broker_trouble = outcome
+        pause = 0.0
+        if broker_trouble is not None:
+            backoff = (
+                settings.retry_backoff
+                if broker_trouble is Outcome.TIMEOUT
+                else settings.reconnect_backoff
+            )
+            pause = backoff.delay(self._broker_failures)
+            self._broker_failures += 1
+            for message in failed:
+                if message.due_at <= wall:
+                    message.due_at = wall + pause
+        elif not failed:
+            self._broker_failures = 0
+        if unexplained:
+            self._careful = max(self._careful, len(batch))
+        elif self._careful and not failed:
+            self._careful -= 1
+        context.counters.replayed += len(confirmed)
+        dead = [m for m in failed if m.dead]
+        await self._finish(confirmed, failed)
+        context.counters.dead += len(dead)
+        observe = context.buffer.observer
+        if observe is not None:
+            for message, result in zip(batch, results, strict=True):
+                if result.outcome is Outcome.ACKED:
+                    observe(message, State.CONFIRMED)
+            for message in dead:
+                observe(message, State.DEAD)
+        return pause
+
+    def _is_culprit(self, message: Message, result: Result, batch: list[Message]) -> bool:
+        """Whether ``message`` itself broke the channel."""
+        if result.missing_exchange is not None:
+            return result.missing_exchange == message.exchange
+        return len(batch) == 1
+
+    async def _finish(self, confirmed: list[str], failed: list[Message]) -> None:
+        """Delete confirmed messages from the store and release the rest."""
+        context = self._context
+        for attempt in range(5):
+            try:
+                await context.store.ack(confirmed)
+                await context.store.release(context.owner, failed)
+            except StoreError as exc:
+                context.store_failed(exc)
+                log.warning(
+                    "producer %s: settling %d replayed messages in the store failed (%s)",
+                    context.owner,
+                    len(confirmed) + len(failed),
+                    exc,
+                )
+                await asyncio.sleep(context.settings.store_backoff.delay(attempt))
+            else:
+                return
+        # The leases expire and the messages are replayed again: duplicates, not losses.
+        log.error(
+            "producer %s: could not settle replayed messages; leases will expire", context.owner
+        )
