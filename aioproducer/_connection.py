@@ -9,11 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import logging
 import re
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -26,40 +23,13 @@ from aiormq.channel import EXCEPTION_MAPPING
 
 from ._backoff import Backoff
 from ._config import format_exception, mask
+from ._link import ACKED, ErrorSink, Outcome, Result
 from ._message import Message, encode_headers_wire
 
 log = logging.getLogger("aioproducer.connection")
 
 _CODES = {cls: code for code, cls in EXCEPTION_MAPPING.items()}
 _MISSING_EXCHANGE = re.compile(r"no exchange '(.*)' in vhost")
-
-
-class Outcome(enum.Enum):
-    """How one publish ended."""
-
-    ACKED = "acked"
-    NACKED = "nacked"
-    RETURNED = "returned"
-    CHANNEL_ERROR = "channel_error"
-    LOST = "lost"
-    TIMEOUT = "timeout"
-    FAILED = "failed"
-    """The client could not send this message (an error of its own, not the link's)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Result:
-    """The outcome of one publish, with the broker's reply code and text if any."""
-
-    outcome: Outcome
-    detail: str = ""
-    code: int = 0
-    missing_exchange: str | None = None
-
-
-ACKED = Result(Outcome.ACKED)
-
-ErrorSink = Callable[[str], None]
 
 
 class _Properties(aiormq.spec.Basic.Properties):

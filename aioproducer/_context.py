@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from ._buffer import Buffer, Observer
 from ._config import Settings, format_exception, mask
-from ._connection import AmqpLink, Outcome, Result
+from ._link import Link, Outcome, Result
 from ._message import Message
 from ._stores._base import Store
 
@@ -60,7 +60,7 @@ class Context:
             observer=observer,
         )
         self.counters = Counters()
-        self.link: AmqpLink | None = None
+        self.link: Link | None = None
         self.store_ok = True
         self.last_error: str | None = None
         #: Set when something was stored, to wake the replayer.

@@ -7,8 +7,8 @@ import contextlib
 import logging
 from typing import Any
 
-from ._connection import AmqpLink, Outcome, Result
 from ._context import Context
+from ._link import Link, Outcome, Result
 from ._message import Message, State
 
 log = logging.getLogger("aioproducer.producer")
@@ -26,7 +26,7 @@ class LivePublisher:
     the head of the queue, and publishing pauses for a moment.
     """
 
-    def __init__(self, context: Context, link: AmqpLink) -> None:
+    def __init__(self, context: Context, link: Link) -> None:
         self._context = context
         self._link = link
         settings = context.settings
@@ -147,7 +147,7 @@ class LivePublisher:
         context.buffer.hold(message, context.now() + delay)
 
 
-async def publish(context: Context, link: AmqpLink, channel: Any, message: Message) -> Result:
+async def publish(context: Context, link: Link, channel: Any, message: Message) -> Result:
     """Publish ``message`` with the producer's options and wait for its confirm."""
     settings = context.settings
     return await link.publish(

@@ -9,7 +9,8 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Self
@@ -25,6 +26,7 @@ from ._config import (
 from ._connection import AmqpLink
 from ._context import Context, supervise
 from ._exceptions import BodyNotSerializable, MessageTooLarge, ProducerClosed, StoreError
+from ._link import Link
 from ._live import LivePublisher
 from ._message import Message, check_name, prepare_headers
 from ._replay import Replayer
@@ -175,7 +177,10 @@ class Producer:
             ensure_ascii=False, allow_nan=False, separators=(",", ":")
         ).encode
         self._state = ProducerState.NEW
+        #: Told of every move of every message (tests check the invariant with it).
         self._observer: Observer | None = None
+        #: Wall-clock seconds, for timestamps and due times (tests inject a clock).
+        self._wall: Callable[[], float] = time.time
         self._context: Context | None = None
         self._live: LivePublisher | None = None
         self._spiller: Spiller | None = None
@@ -195,13 +200,8 @@ class Producer:
         if self._state is not ProducerState.NEW:
             raise ProducerClosed("a closed producer cannot be started again")
         context = Context(self._settings, self.store, self.owner, observer=self._observer)
-        link = AmqpLink(
-            self._settings.url,
-            backoff=self._settings.reconnect_backoff,
-            connect_timeout=self._settings.connect_timeout,
-            name=f"aioproducer {self.owner}",
-            on_error=context.record_error,
-        )
+        context.wall = self._wall
+        link = self._make_link(context)
         context.link = link
         self._context = context
         self._live = LivePublisher(context, link)
@@ -215,6 +215,16 @@ class Producer:
         ]
         self._state = ProducerState.RUNNING
         log.info("producer %s started (store %r)", self.owner, self.store)
+
+    def _make_link(self, context: Context) -> Link:
+        """The link to the broker; tests put other implementations of :class:`Link` here."""
+        return AmqpLink(
+            self._settings.url,
+            backoff=self._settings.reconnect_backoff,
+            connect_timeout=self._settings.connect_timeout,
+            name=f"aioproducer {self.owner}",
+            on_error=context.record_error,
+        )
 
     async def __aenter__(self) -> Self:
         await self.start()

@@ -7,9 +7,9 @@ import contextlib
 import logging
 from typing import Any
 
-from ._connection import AmqpLink, Outcome, Result
 from ._context import Context
 from ._exceptions import StoreError
+from ._link import Link, Outcome, Result
 from ._live import MESSAGE_FAULTS, publish
 from ._message import Message, State
 
@@ -32,7 +32,7 @@ class Replayer:
     found and held back alone.
     """
 
-    def __init__(self, context: Context, link: AmqpLink) -> None:
+    def __init__(self, context: Context, link: Link) -> None:
         self._context = context
         self._link = link
         self._store_failures = 0
