@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 from ._buffer import Buffer, Observer
 from ._config import Settings, format_exception, mask
+from ._exceptions import StoreError
 from ._link import Link, Outcome, Result
 from ._message import Message
 from ._stores._base import Store
@@ -85,7 +86,7 @@ class Context:
     def store_failed(self, exc: BaseException) -> None:
         self.store_ok = False
         self.counters.store_errors += 1
-        self.record_error(f"store: {exc}")
+        self.record_error(f"store: {describe_store_error(exc)}")
 
     def store_worked(self) -> None:
         self.store_ok = True
@@ -121,6 +122,14 @@ class Context:
                 message.last_error,
             )
         return self.settings.retry_backoff.delay(message.attempts - 1)
+
+
+def describe_store_error(exc: BaseException) -> str:
+    """A store error's text; of an error the store did not translate, its type only.
+
+    (An untranslated error's text may quote a value of a message.)
+    """
+    return str(exc) if isinstance(exc, StoreError) else f"{type(exc).__name__} from the store"
 
 
 async def supervise(

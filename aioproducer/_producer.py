@@ -24,8 +24,8 @@ from ._config import (
     check_fallback_dir,
 )
 from ._connection import AmqpLink
-from ._context import Context, supervise
-from ._exceptions import BodyNotSerializable, MessageTooLarge, ProducerClosed, StoreError
+from ._context import Context, describe_store_error, supervise
+from ._exceptions import BodyNotSerializable, MessageTooLarge, ProducerClosed
 from ._link import Link
 from ._live import LivePublisher
 from ._message import Message, check_name, prepare_headers
@@ -325,8 +325,10 @@ class Producer:
         try:
             async with asyncio.timeout(timeout):
                 await self.store.close()
-        except (StoreError, TimeoutError) as exc:
-            log.warning("producer %s: closing the store failed: %s", self.owner, exc)
+        except Exception as exc:
+            log.warning(
+                "producer %s: closing the store failed: %s", self.owner, describe_store_error(exc)
+            )
 
     async def flush(self, timeout: float = 5.0) -> bool:
         """Wait until nothing is buffered or in flight; False if ``timeout`` passes first."""

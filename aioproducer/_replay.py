@@ -7,8 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
-from ._context import Context
-from ._exceptions import StoreError
+from ._context import Context, describe_store_error
 from ._link import Link, Outcome, Result
 from ._live import MESSAGE_FAULTS, publish
 from ._message import Message, State
@@ -50,12 +49,15 @@ class Replayer:
             limit = 1 if self._careful else settings.replay_batch
             try:
                 batch = await context.store.claim(context.owner, limit=limit, lease=settings.lease)
-            except StoreError as exc:
+            except Exception as exc:
                 context.store_failed(exc)
                 delay = settings.store_backoff.delay(self._store_failures)
                 self._store_failures += 1
                 log.warning(
-                    "producer %s: claim failed (%s); retry in %.1fs", context.owner, exc, delay
+                    "producer %s: claim failed (%s); retry in %.1fs",
+                    context.owner,
+                    describe_store_error(exc),
+                    delay,
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -106,7 +108,7 @@ class Replayer:
             rest = [m for m in batch if m.message_id not in set(confirmed)]
             for message in rest:
                 message.due_at = wall
-            with contextlib.suppress(StoreError, TimeoutError):
+            with contextlib.suppress(Exception):
                 async with asyncio.timeout(_RELEASE_ON_CANCEL):
                     await context.store.ack(confirmed)
                     await context.store.release(context.owner, rest)
@@ -182,13 +184,13 @@ class Replayer:
             try:
                 await context.store.ack(confirmed)
                 await context.store.release(context.owner, failed)
-            except StoreError as exc:
+            except Exception as exc:
                 context.store_failed(exc)
                 log.warning(
                     "producer %s: settling %d replayed messages in the store failed (%s)",
                     context.owner,
                     len(confirmed) + len(failed),
-                    exc,
+                    describe_store_error(exc),
                 )
                 await asyncio.sleep(context.settings.store_backoff.delay(attempt))
             else:

@@ -7,8 +7,8 @@ import contextlib
 import logging
 from collections.abc import Sequence
 
-from ._context import Context
-from ._exceptions import StoreError, StoreRejected
+from ._context import Context, describe_store_error
+from ._exceptions import StoreRejected
 from ._fallback import write_fallback
 from ._message import Message
 
@@ -63,7 +63,9 @@ class Spiller:
             rejected: list[Message] = []
             try:
                 await self.put_isolating(batch, stored, rejected)
-            except StoreError as exc:
+            except Exception as exc:
+                # StoreUnavailable, or an error a store should have translated: the
+                # messages stay in memory and the write is retried with backoff.
                 self._settle(stored, rejected)
                 buffer.unspill(_rest(batch, stored, rejected))
                 context.store_failed(exc)
@@ -73,7 +75,7 @@ class Spiller:
                     "producer %s: storing %d messages failed (%s); retry in %.1fs",
                     context.owner,
                     len(batch) - len(stored) - len(rejected),
-                    exc,
+                    describe_store_error(exc),
                     delay,
                 )
                 await asyncio.sleep(delay)
@@ -156,14 +158,14 @@ class Spiller:
         ids, context.redundant = context.redundant, []
         try:
             await context.store.ack(ids)
-        except StoreError as exc:
+        except Exception as exc:
             # Left in the store, they are replayed: duplicates, never losses.
             context.store_failed(exc)
             log.warning(
                 "producer %s: deleting %d confirmed copies failed (%s)",
                 context.owner,
                 len(ids),
-                exc,
+                describe_store_error(exc),
             )
 
     async def store_rest(self, deadline: float) -> None:
@@ -186,12 +188,12 @@ class Spiller:
         try:
             async with asyncio.timeout(max(0.0, deadline - context.now())):
                 await self.put_isolating(rest, stored, rejected)
-        except StoreError as exc:
-            context.store_failed(exc)
-            reason = str(exc)
         except TimeoutError:
             context.record_error("store: no answer before the close deadline")
             reason = "no answer before the close deadline"
+        except Exception as exc:
+            context.store_failed(exc)
+            reason = describe_store_error(exc)
         except BaseException:
             self._export(_rest(rest, stored, rejected) + rejected, "close was cancelled")
             raise

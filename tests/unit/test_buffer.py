@@ -6,6 +6,7 @@ import pytest
 
 from aioproducer import BufferFull, InvalidMessage, Message
 from aioproducer._buffer import Buffer
+from aioproducer._message import State
 
 
 def message(n: int, *, deadline: float = 10.0) -> Message:
@@ -198,3 +199,98 @@ def test_a_copy_the_store_refused_is_copied_again_later() -> None:
     buffer.unspill(copies)
     assert len(buffer) == 1 and buffer.in_flight == 1
     assert ids(buffer.take_for_spill(now=6.0, limit=10)) == ["m0"]
+
+
+def test_the_byte_bound_refuses_at_once_and_frees_on_settle() -> None:
+    buffer = Buffer(capacity=100, high_water=100, max_bytes=10)
+    first = message(0)
+    first.body = b"x" * 6
+    buffer.add(first)
+    second = message(1)
+    second.body = b"y" * 5
+    with pytest.raises(BufferFull) as caught:
+        buffer.add(second)
+    assert caught.value.max_bytes == 10
+    assert (len(buffer), buffer.bytes) == (1, 6)
+    [taken] = buffer.take(now=0.0, limit=1)
+    buffer.settle(taken)
+    buffer.add(second)
+    assert buffer.bytes == 5
+
+
+def test_one_message_larger_than_the_byte_bound_is_accepted_into_an_empty_buffer() -> None:
+    buffer = Buffer(capacity=100, high_water=100, max_bytes=10)
+    big = message(0)
+    big.body = b"x" * 50
+    buffer.add(big)
+    with pytest.raises(BufferFull):
+        buffer.add(message(1))
+
+
+def test_an_id_still_in_flight_with_a_stored_copy_cannot_be_reused() -> None:
+    buffer = Buffer(capacity=5, high_water=5)
+    first = message(0, deadline=1.0)
+    buffer.add(first)
+    buffer.take(now=0.0, limit=1)
+    [copy] = buffer.take_for_spill(now=2.0, limit=10)
+    buffer.spilled([copy])
+    assert len(buffer) == 0 and buffer.in_flight == 1
+    with pytest.raises(InvalidMessage, match="already in use"):
+        buffer.add(message(0))
+    # Its confirm settles the first message only, and the copy is reported redundant.
+    assert buffer.settle(first)
+    assert buffer.in_flight == 0
+    buffer.add(message(0))
+    assert len(buffer) == 1
+
+
+def test_a_dead_message_is_stored_and_never_published_again() -> None:
+    buffer = Buffer(capacity=5, high_water=5)
+    doomed = message(0)
+    buffer.add(doomed)
+    buffer.add(message(1))
+    [taken] = buffer.take(now=0.0, limit=1)
+    taken.dead = True
+    buffer.hold(taken, not_before=0.0)
+    assert ids(buffer.take(now=100.0, limit=10)) == ["m1"]
+    [spilled] = buffer.take_for_spill(now=0.0, limit=10)
+    assert spilled is doomed
+    buffer.spilled([spilled])
+    assert doomed.state is State.DEAD
+
+
+def test_a_message_the_store_refused_stays_in_memory_and_is_not_offered_again() -> None:
+    buffer = Buffer(capacity=5, high_water=5)
+    refused = message(0, deadline=1.0)
+    buffer.add(refused)
+    [batch] = buffer.take_for_spill(now=2.0, limit=10)
+    refused.unstorable = True
+    buffer.unspill([batch])
+    assert buffer.take_for_spill(now=3.0, limit=10) == []
+    assert buffer.next_deadline() is None
+    assert ids(buffer.take(now=3.0, limit=10)) == ["m0"]
+    assert len(buffer) == 1
+
+
+def test_a_copy_written_after_its_publish_failed_settles_the_message() -> None:
+    buffer = Buffer(capacity=5, high_water=5)
+    original = message(0, deadline=1.0)
+    buffer.add(original)
+    buffer.take(now=0.0, limit=1)
+    [copy] = buffer.take_for_spill(now=2.0, limit=10)
+    buffer.retry([original])  # the publish failed while the copy was being written
+    assert buffer.spilled([copy]) == []
+    assert original.state is State.STORED
+    assert len(buffer) == 0 and buffer.take(now=3.0, limit=10) == []
+
+
+def test_every_move_is_observed_and_a_move_not_listed_is_refused() -> None:
+    seen: list[tuple[str, State]] = []
+    buffer = Buffer(capacity=5, high_water=5, observer=lambda m, s: seen.append((m.message_id, s)))
+    first = message(0)
+    buffer.add(first)
+    buffer.take(now=0.0, limit=1)
+    buffer.settle(first)
+    assert seen == [("m0", State.MEMORY), ("m0", State.IN_FLIGHT), ("m0", State.CONFIRMED)]
+    with pytest.raises(AssertionError, match="no move from confirmed"):
+        buffer.move(first, State.IN_FLIGHT)

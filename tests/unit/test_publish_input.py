@@ -44,6 +44,13 @@ async def producer(tmp_path: Path) -> AsyncIterator[Producer]:
     await producer.close(timeout=0)
 
 
+def nested(depth: int) -> list[Any]:
+    body: list[Any] = []
+    for _ in range(depth):
+        body = [body]
+    return body
+
+
 def accepted(producer: Producer) -> tuple[int, int]:
     stats = producer.stats()
     return stats.accepted, stats.buffered
@@ -69,8 +76,21 @@ async def test_callers_message_id_is_kept(producer: Producer) -> None:
         (b"x" * 1025, MessageTooLarge),
         ("é" * 513, MessageTooLarge),
         ({"pad": "x" * 1100}, MessageTooLarge),
+        ("lone \ud800 surrogate", BodyNotSerializable),
+        ({"k": "lone \udfff surrogate"}, BodyNotSerializable),
+        (nested(10_000), BodyNotSerializable),
     ],
-    ids=["object", "datetime", "nan", "bytes", "utf8", "json"],
+    ids=[
+        "object",
+        "datetime",
+        "nan",
+        "bytes",
+        "utf8",
+        "json",
+        "surrogate",
+        "json-surrogate",
+        "deep",
+    ],
 )
 async def test_bad_bodies_raise_and_enqueue_nothing(
     producer: Producer, body: object, error: type[ProducerError]
@@ -96,6 +116,10 @@ async def test_serialisation_errors_are_type_errors(producer: Producer) -> None:
     [
         {"routing_key": "r" * 256},
         {"routing_key": 5},
+        {"routing_key": "q\ud800"},
+        {"exchange": "x\udc00"},
+        {"headers": {"k": 2**63}},
+        {"headers": {"k": "v\ud800"}},
         {"exchange": "é" * 128},
         {"headers": {"when": object()}},
         {"headers": {1: "x"}},
@@ -131,7 +155,7 @@ async def test_full_buffer_raises_buffer_full(producer: Producer) -> None:
 
 
 async def test_publish_before_start_and_after_close_raises(tmp_path: Path) -> None:
-    producer = Producer(NOWHERE, store=SQLiteStore(tmp_path / "s.db"))
+    producer = Producer(NOWHERE, store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)
     with pytest.raises(ProducerClosed):
         await producer.publish(b"x")
     await producer.start()
@@ -144,7 +168,7 @@ async def test_publish_before_start_and_after_close_raises(tmp_path: Path) -> No
 
 async def test_close_without_a_broker_stores_everything(tmp_path: Path) -> None:
     store = SQLiteStore(tmp_path / "s.db")
-    producer = Producer(NOWHERE, store=store, spill_after=3600)
+    producer = Producer(NOWHERE, store=store, spill_after=3600, fallback_dir=tmp_path)
     await producer.start()
     for n in range(20):
         await producer.publish({"n": n})
@@ -163,9 +187,47 @@ async def test_close_without_a_broker_stores_everything(tmp_path: Path) -> None:
         {"high_water": 1.5},
         {"max_in_flight": 0},
         {"exchange": 3},
+        {"max_buffer_bytes": 0},
+        {"max_attempts": 0},
+        {"url": "amqp://user:pw-secret@host:notaport/"},
+        {"url": "amqp://user:pw-secret@host:70000/"},
+        {"url": "amqp://user:pw-secret@[::1/"},
+        {"url": "amqp://user:pw-secret@/vhost"},
+        {"fallback_dir": "/nonexistent/folder"},
     ],
-    ids=lambda kwargs: next(iter(kwargs)),
+    ids=lambda kwargs: f"{next(iter(kwargs))}={next(iter(kwargs.values()))}",
 )
 def test_bad_configuration_is_refused(kwargs: dict[str, Any]) -> None:
-    with pytest.raises((ValueError, TypeError)):
+    with pytest.raises((ValueError, InvalidMessage)) as caught:
         Producer(**kwargs)
+    assert "pw-secret" not in str(caught.value)
+
+
+async def test_the_stores_size_limit_bounds_the_body(tmp_path: Path) -> None:
+    class SmallStore(SQLiteStore):
+        max_body_size = 100
+
+    producer = Producer(NOWHERE, store=SmallStore(tmp_path / "s.db"), fallback_dir=tmp_path)
+    assert producer.max_message_size == 100
+    await producer.start()
+    try:
+        with pytest.raises(MessageTooLarge) as caught:
+            await producer.publish(b"x" * 101)
+        assert caught.value.limit == 100
+        await producer.publish(b"x" * 100)
+    finally:
+        await producer.close(timeout=0)
+
+
+async def test_headers_mutated_after_publish_do_not_reach_the_buffer(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "s.db")
+    producer = Producer(NOWHERE, store=store, spill_after=3600, fallback_dir=tmp_path)
+    await producer.start()
+    headers: dict[str, Any] = {"list": [1], "n": 1}
+    await producer.publish(b"x", headers=headers, message_id="m")
+    headers["list"].append(object())
+    headers["bad"] = object()
+    await producer.close(timeout=0)
+    [stored] = await store.claim("reader", limit=1, lease=60)
+    assert stored.headers == {"list": [1], "n": 1}
+    await store.close()

@@ -1,0 +1,187 @@
+"""Headers are checked, copied and encoded at publish() by the encoder the wire uses.
+
+Every value the docs accept reaches the wire as written here; every value the wire
+cannot carry is refused at the call, with the path of the value and no value in the
+text. The encoding is read back with pamqp, the decoder aio-pika consumers use.
+"""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta, timezone
+from decimal import Decimal
+from typing import Any
+
+import pytest
+from pamqp import decode
+
+from aioproducer import InvalidMessage
+from aioproducer._message import (
+    MAX_HEADERS_DEPTH,
+    MAX_HEADERS_SIZE,
+    check_name,
+    decode_headers,
+    encode_headers,
+    prepare_headers,
+)
+
+SECRET = "s3cr3t-value"
+
+
+def wire_view(headers: dict[str, Any]) -> dict[str, Any]:
+    """What a consumer decodes from the encoded headers."""
+    _, wire = prepare_headers(headers)
+    consumed, table = decode.field_table(wire)
+    assert consumed == len(wire)
+    return table
+
+
+@pytest.mark.parametrize(
+    ("value", "seen"),
+    [
+        ("text", "text"),
+        ("ünïcødé ✓", "ünïcødé ✓"),
+        (0, 0),
+        (-128, -128),
+        (127, 127),
+        (40_000, 40_000),
+        (-(2**31), -(2**31)),
+        (2**31, 2**31),
+        (2**63 - 1, 2**63 - 1),
+        (-(2**63), -(2**63)),
+        (True, True),
+        (False, False),
+        (None, None),
+        (0.1, 0.1),
+        (1e300, 1e300),
+        (-0.0, -0.0),
+        (Decimal("12.345"), Decimal("12.345")),
+        (b"\x00\xffbytes", bytearray(b"\x00\xffbytes")),
+        (bytearray(b"ba"), bytearray(b"ba")),
+        ((1, "two"), [1, "two"]),
+        ([1, [2, [3]]], [1, [2, [3]]]),
+        ({"nested": {"deeper": [1, b"x"]}}, {"nested": {"deeper": [1, bytearray(b"x")]}}),
+        (datetime(2026, 1, 2, 3, 4, 5, 678901, UTC), datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)),
+    ],
+)
+def test_accepted_values_reach_the_wire_exactly(value: object, seen: object) -> None:
+    got = wire_view({"k": value})["k"]
+    assert got == seen
+    if isinstance(seen, float):
+        assert math.copysign(1, got) == math.copysign(1, seen)
+
+
+def test_floats_that_are_not_finite_travel_as_doubles() -> None:
+    got = wire_view({"inf": math.inf, "nan": math.nan})
+    assert got["inf"] == math.inf
+    assert math.isnan(got["nan"])
+
+
+def test_naive_datetimes_are_utc_and_aware_ones_keep_their_instant() -> None:
+    east = timezone(timedelta(hours=5))
+    got = wire_view(
+        {"naive": datetime(2026, 1, 1, 12), "east": datetime(2026, 1, 1, 17, tzinfo=east)}
+    )
+    assert got["naive"] == got["east"] == datetime(2026, 1, 1, 12, tzinfo=UTC)
+
+
+def test_the_buffered_copy_is_what_the_wire_carries_and_survives_mutation() -> None:
+    inner: list[object] = [1, 2]
+    headers: dict[str, Any] = {
+        "list": inner,
+        "tuple": (1,),
+        "when": datetime(2026, 1, 1, 0, 0, 1, 5),
+    }
+    copy, _ = prepare_headers(headers)
+    inner.append(object())
+    headers["later"] = object()
+    assert copy == {
+        "list": [1, 2],
+        "tuple": [1],
+        "when": datetime(2026, 1, 1, 0, 0, 1, tzinfo=UTC),
+    }
+
+
+def test_the_copy_round_trips_through_the_stores_text() -> None:
+    headers = {
+        "b": b"\x00\x01",
+        "d": Decimal("-1.50"),
+        "f": 0.1,
+        "t": datetime(2026, 5, 6, 7, 8, 9, tzinfo=UTC),
+        "n": {"$b": "not a tag", "l": [None, True, 2**62]},
+    }
+    copy, wire = prepare_headers(headers)
+    restored = decode_headers(encode_headers(copy))
+    assert restored == copy
+    assert restored is not None and prepare_headers(restored)[1] == wire
+
+
+@pytest.mark.parametrize(
+    ("headers", "where"),
+    [
+        ({"k": 2**63}, "headers['k']"),
+        ({"k": -(2**63) - 1}, "headers['k']"),
+        ({"k": f"{SECRET}\ud800"}, "headers['k']"),
+        ({f"{SECRET}\udfff": 1}, "a key in headers"),
+        ({"k": {1: SECRET}}, "headers['k'] keys"),
+        ({"k": {SECRET}}, "headers['k'] is a set"),
+        ({"k": [object()]}, "headers['k'][0]"),
+        ({"k": Decimal("NaN")}, "headers['k']"),
+        ({"k": Decimal("1e-300")}, "headers['k']"),
+        ({"k": Decimal(2**40)}, "headers['k']"),
+        ({"k": datetime(1960, 1, 1, tzinfo=UTC)}, "before 1970"),
+        ({"k" * 129: 1}, "over 128 bytes"),
+    ],
+)
+def test_values_the_wire_cannot_carry_are_refused_without_quoting_them(
+    headers: dict[Any, Any], where: str
+) -> None:
+    with pytest.raises(InvalidMessage) as raised:
+        prepare_headers(headers)
+    assert where in str(raised.value)
+    assert SECRET not in str(raised.value)
+
+
+def test_nesting_and_size_are_bounded() -> None:
+    deep: dict[str, Any] = {}
+    node = deep
+    for _ in range(MAX_HEADERS_DEPTH + 1):
+        node["d"] = {}
+        node = node["d"]
+    with pytest.raises(InvalidMessage, match="deeper"):
+        prepare_headers(deep)
+    loop: list[Any] = []
+    loop.append(loop)
+    with pytest.raises(InvalidMessage, match="deeper"):
+        prepare_headers({"loop": loop})
+    with pytest.raises(InvalidMessage, match="bytes on the wire"):
+        prepare_headers({"big": "x" * MAX_HEADERS_SIZE})
+    prepare_headers({"big": "x" * (MAX_HEADERS_SIZE - 100)})
+
+
+def test_headers_must_be_a_mapping() -> None:
+    with pytest.raises(InvalidMessage, match="mapping"):
+        prepare_headers([("k", 1)])  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["", "a" * 255, "é" * 127, "routing.key.#"],
+)
+def test_short_strings_within_255_utf8_bytes_pass(value: str) -> None:
+    assert check_name(value, "routing_key") == value
+
+
+@pytest.mark.parametrize(
+    ("value", "match"),
+    [
+        ("a" * 256, "over 255 bytes"),
+        ("é" * 128, "over 255 bytes"),
+        ("q\ud800", "lone surrogate"),
+        (b"q", "must be a str"),
+        (None, "must be a str"),
+    ],
+)
+def test_short_strings_the_wire_cannot_carry_are_refused(value: object, match: str) -> None:
+    with pytest.raises(InvalidMessage, match=match):
+        check_name(value, "routing_key")
