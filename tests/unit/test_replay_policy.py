@@ -1,0 +1,175 @@
+"""The replayer settles each claimed message from its own result, through a scripted link.
+
+The link stands in for the broker: each publish's outcome is decided by a rule
+of the test, and the messages it confirmed are recorded. The store is a real
+SQLite file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from aioproducer import Backoff, Message, Producer, SQLiteStore
+from aioproducer._context import Context
+from aioproducer._link import ACKED, Link, Outcome, Result
+from tests.waiting import wait_until
+
+Rule = Callable[[Message, list[Message]], Result]
+
+
+class ScriptedLink:
+    """A link whose publishes end as ``rule`` says, given the publishes in flight with it."""
+
+    connected = True
+    blocked = False
+    connections = 1
+
+    def __init__(self, rule: Rule) -> None:
+        self.rule = rule
+        self.confirmed: Counter[str] = Counter()
+        self.published: Counter[str] = Counter()
+        self._in_flight: list[Message] = []
+
+    def start(self) -> None:
+        pass
+
+    async def channel(self, which: str) -> Any:
+        return which
+
+    async def publish(
+        self, channel: Any, message: Message, *, mandatory: bool, persistent: bool, timeout: float
+    ) -> Result:
+        self.published[message.message_id] += 1
+        self._in_flight.append(message)
+        # Publishes started together share their channel's fate, as on a real channel.
+        await asyncio.sleep(0)
+        result = self.rule(message, list(self._in_flight))
+        await asyncio.sleep(0)
+        self._in_flight.remove(message)
+        if result.outcome is Outcome.ACKED:
+            self.confirmed[message.message_id] += 1
+        return result
+
+    async def close(self, timeout: float = 0.0) -> None:
+        pass
+
+
+class ScriptedProducer(Producer):
+    def __init__(self, link: ScriptedLink, **kwargs: Any) -> None:
+        super().__init__("amqp://guest:guest@127.0.0.1:1/", **kwargs)
+        self.link = link
+
+    def _make_link(self, context: Context) -> Link:
+        return self.link
+
+
+def stored(n: int, **fields: Any) -> Message:
+    return Message(
+        message_id=f"m{n}",
+        body=b"x",
+        exchange="",
+        routing_key="q",
+        content_type="application/octet-stream",
+        timestamp=1_000.0 + n,
+        due_at=0.0,
+        **fields,
+    )
+
+
+def due_times(path: Path) -> dict[str, float]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT message_id, due_at FROM messages"))
+
+
+def attempts(path: Path) -> dict[str, int]:
+    with sqlite3.connect(path) as db:
+        return dict(db.execute("SELECT message_id, attempts FROM messages"))
+
+
+async def replaying(
+    link: ScriptedLink, tmp_path: Path, messages: list[Message], **kwargs: Any
+) -> Producer:
+    store = SQLiteStore(tmp_path / "s.db")
+    await store.put(messages)
+    await store.close()
+    options: dict[str, Any] = {
+        "replay_interval": 0.05,
+        "store_backoff": Backoff(base=0.01, cap=0.05),
+        "fallback_dir": tmp_path,
+        **kwargs,
+    }
+    producer = ScriptedProducer(link, store=SQLiteStore(tmp_path / "s.db"), **options)
+    await producer.start()
+    return producer
+
+
+async def test_after_a_confirm_timeout_replay_waits_before_publishing_again(tmp_path: Path) -> None:
+    link = ScriptedLink(lambda m, _: Result(Outcome.TIMEOUT, "no confirm"))
+    producer = await replaying(
+        link, tmp_path, [stored(n) for n in range(10)], retry_backoff=Backoff(base=30, cap=60)
+    )
+    await wait_until(lambda: len(link.published) == 10, what="one replay of each")
+    await wait_until(lambda: producer.stats().retried >= 10, what="their timeouts settled")
+    await producer.close(timeout=1)
+    assert set(link.published.values()) == {1}
+    # Each is due again only after the pause, and a timeout is no attempt of its own.
+    later = time.time() + 10
+    assert all(due >= later for due in due_times(tmp_path / "s.db").values())
+    assert set(attempts(tmp_path / "s.db").values()) == {0}
+
+
+async def test_an_unnamed_channel_error_holds_back_only_its_culprit(tmp_path: Path) -> None:
+    def rule(message: Message, in_flight: list[Message]) -> Result:
+        if any(m.message_id == "m3" for m in in_flight):
+            return Result(Outcome.CHANNEL_ERROR, "PRECONDITION_FAILED", 406)
+        return ACKED
+
+    link = ScriptedLink(rule)
+    producer = await replaying(
+        link, tmp_path, [stored(n) for n in range(8)], retry_backoff=Backoff(base=60, cap=60)
+    )
+    good = {f"m{n}" for n in range(8)} - {"m3"}
+    await wait_until(lambda: set(link.confirmed) == good, what="every other message confirmed")
+    await producer.close(timeout=1)
+    assert set(link.confirmed.values()) == {1}
+    assert attempts(tmp_path / "s.db") == {"m3": 1}
+    assert due_times(tmp_path / "s.db")["m3"] >= time.time() + 20
+
+
+async def test_a_named_missing_exchange_holds_back_only_its_messages(tmp_path: Path) -> None:
+    def rule(message: Message, in_flight: list[Message]) -> Result:
+        if any(m.exchange == "gone" for m in in_flight):
+            return Result(Outcome.CHANNEL_ERROR, "NOT_FOUND", 404, missing_exchange="gone")
+        return ACKED
+
+    link = ScriptedLink(rule)
+    messages = [stored(n) for n in range(6)]
+    messages[1].exchange = messages[4].exchange = "gone"
+    producer = await replaying(link, tmp_path, messages, retry_backoff=Backoff(base=60, cap=60))
+    await wait_until(
+        lambda: set(link.confirmed) == {"m0", "m2", "m3", "m5"}, what="the others confirmed"
+    )
+    await producer.close(timeout=1)
+    assert attempts(tmp_path / "s.db") == {"m1": 1, "m4": 1}
+
+
+async def test_a_message_that_fails_for_itself_does_not_stall_its_batch(tmp_path: Path) -> None:
+    def rule(message: Message, in_flight: list[Message]) -> Result:
+        if message.message_id == "m2":
+            return Result(Outcome.FAILED, "InvalidMessage while publishing")
+        return ACKED
+
+    link = ScriptedLink(rule)
+    producer = await replaying(
+        link, tmp_path, [stored(n) for n in range(5)], retry_backoff=Backoff(base=60, cap=60)
+    )
+    await wait_until(lambda: len(link.confirmed) == 4, what="the good ones confirmed")
+    await producer.close(timeout=1)
+    assert "m2" not in link.confirmed and producer.stats().failed == 1
+    assert attempts(tmp_path / "s.db") == {"m2": 1}
