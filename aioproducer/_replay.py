@@ -160,7 +160,16 @@ class Replayer:
             self._careful -= 1
         context.counters.replayed += len(confirmed)
         dead = [m for m in failed if m.dead]
-        await self._finish(confirmed, failed)
+        try:
+            await self._finish(confirmed, failed)
+        except asyncio.CancelledError:
+            # Closing: settle in the store once more, briefly, so that attempts and
+            # deletions are kept rather than left to lease expiry.
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(_RELEASE_ON_CANCEL):
+                    await context.store.ack(confirmed)
+                    await context.store.release(context.owner, failed)
+            raise
         context.counters.dead += len(dead)
         observe = context.buffer.observer
         if observe is not None:
