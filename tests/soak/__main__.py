@@ -17,7 +17,7 @@ import shlex
 import signal
 import sys
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 
@@ -123,9 +123,13 @@ def _logging(work_dir: Path, verbose: bool) -> None:
     root.addHandler(to_err)
 
 
-async def _run_guarded(soak: Soak) -> Outcome:
-    """Run ``soak``; the first SIGINT or SIGTERM cancels it (its cleanup then restores the
-    broker and the store), later ones are ignored until that is done."""
+async def _run_guarded(soak: Soak, emit: Callable[[Outcome], int]) -> int:
+    """Run ``soak`` and ``emit`` its outcome; the first SIGINT or SIGTERM cancels it (its
+    cleanup then restores the broker and the store), later ones are ignored until then.
+
+    The outcome is emitted before the event loop shuts down, so a background task that
+    will not stop cannot hold the table back.
+    """
     loop = asyncio.get_running_loop()
     task = asyncio.current_task()
     assert task is not None
@@ -142,7 +146,7 @@ async def _run_guarded(soak: Soak) -> Outcome:
     for signum in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signum, on_signal, signum)
     try:
-        return await soak.run()
+        return emit(await soak.run())
     finally:
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.remove_signal_handler(signum)
@@ -183,8 +187,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         work_dir=work_dir,
     )
     soak = Soak(options, plan, kinds=kinds, seed=seed, command=command, progress=sys.stderr)
+
+    def emit(outcome: Outcome) -> int:
+        return _emit(outcome, options, args.json)
+
     try:
-        outcome = asyncio.run(_run_guarded(soak))
+        return asyncio.run(_run_guarded(soak, emit))
     except asyncio.CancelledError:
         print(f"soak interrupted (seed {seed}); files in {work_dir}", file=sys.stderr)
         return 130
@@ -192,24 +200,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.exception("the soak could not run")
         print(f"soak: {exc} (files in {work_dir})", file=sys.stderr)
         return 2
+
+
+def _emit(outcome: Outcome, options: SoakOptions, json_path: Path | None) -> int:
+    """Print the table and what went wrong, write the JSON file; return the exit status."""
     report = outcome.report
     print(format_table(report))
     print(
         f"store {outcome.store}; queue {outcome.queue}; consumer-side redeliveries "
-        f"{outcome.redelivered} (not counted); files in {work_dir}"
+        f"{outcome.redelivered} (not counted); files in {options.work_dir}"
     )
     for stall in outcome.stalls:
         print(f"stall: {stall}")
     if outcome.exported:
-        print(f"{outcome.exported} messages were written to fallback files in {work_dir}")
+        print(f"{outcome.exported} messages were written to fallback files in {options.work_dir}")
     if not outcome.drained:
         print(f"NOT drained: store left {outcome.stored_left}, or the queue never went quiet")
     if not outcome.restored:
         print("the broker or the store could NOT be restored: see soak.log")
-    if report.lost_ids:
-        for kind, ids in report.lost_ids.items():
-            print(f"lost under {kind} (first {len(ids)}): {' '.join(ids)}")
-    if args.json is not None:
+    for kind, ids in report.lost_ids.items():
+        print(f"lost under {kind} (first {len(ids)}): {' '.join(ids)}")
+    sys.stdout.flush()
+    if json_path is not None:
         data = report_json(
             report,
             options={k: str(v) if isinstance(v, Path) else v for k, v in asdict(options).items()},
@@ -223,7 +235,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             queue=outcome.queue,
             store=outcome.store,
         )
-        args.json.write_text(json.dumps(data, indent=2) + "\n")
+        json_path.write_text(json.dumps(data, indent=2) + "\n")
     if not outcome.restored:
         return 2
     return 1 if report.lost or not outcome.drained else 0

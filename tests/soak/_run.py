@@ -41,6 +41,8 @@ from ._store import SoakStore
 log = logging.getLogger("soak")
 
 DEFAULT_AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
+CLOSE_MARGIN = 10.0
+"""Seconds past its timeout a producer's close() may take before it is reported as a stall."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,7 +119,11 @@ def via_proxy(url: str, port: int, heartbeat: int) -> str:
 
 
 class Consumer:
-    """Reads the soak's queue over a robust connection and counts deliveries by id.
+    """Reads the soak's queue and counts deliveries by id, reconnecting whenever it drops.
+
+    It keeps its own plain connection open (every 0.5 s until it is back) rather than
+    trusting a robust one to restore the consumer: one restore that fails while the
+    broker is still starting would leave the queue without a consumer.
 
     A message the broker redelivers (its ``redelivered`` flag set) after this consumer
     already counted it is the consumer's own doing (an ack lost with the connection), not
@@ -129,16 +135,57 @@ class Consumer:
         self.queue = queue
         self.counts: Counter[str] = Counter()
         self.redelivered = 0
+        self.reconnections = 0
         self.last = 0.0
-        self._conn: aio_pika.abc.AbstractRobustConnection | None = None
+        self._conn: aio_pika.abc.AbstractConnection | None = None
+        self._consuming = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
 
-    async def start(self) -> None:
-        self._conn = await aio_pika.connect_robust(self.url, reconnect_interval=0.5)
-        channel = await self._conn.channel()
-        await channel.set_qos(prefetch_count=500)
-        queue = await channel.declare_queue(self.queue, durable=True)
-        await queue.consume(self._on_message)
+    async def start(self, timeout: float = 30.0) -> None:
+        """Declare the queue and start consuming; raise if that fails within ``timeout``."""
+        self._task = asyncio.create_task(self._serve())
+        try:
+            await asyncio.wait_for(self._consuming.wait(), timeout)
+        except TimeoutError:
+            raise RuntimeError(f"cannot consume from {self.url}: see soak.log") from None
         self.last = asyncio.get_running_loop().time()
+
+    async def _serve(self) -> None:
+        while True:
+            try:
+                await self._consume_until_closed()
+            except (
+                aio_pika.exceptions.AMQPError,
+                aio_pika.exceptions.ChannelInvalidStateError,
+                OSError,
+                TimeoutError,
+            ) as exc:
+                log.info("consumer: %r; reconnecting", exc)
+            except Exception:
+                # Supervision: whatever went wrong, the consumer must come back.
+                log.exception("consumer failed; reconnecting")
+            await asyncio.sleep(0.5)  # the reconnection interval
+            self.reconnections += 1
+
+    async def _consume_until_closed(self) -> None:
+        conn = await aio_pika.connect(self.url, timeout=10)
+        gone = asyncio.Event()
+        try:
+            conn.close_callbacks.add(lambda *_: gone.set())
+            channel = await conn.channel()
+            channel.close_callbacks.add(lambda *_: gone.set())
+            await channel.set_qos(prefetch_count=500)
+            queue = await channel.declare_queue(self.queue, durable=True)
+            await queue.consume(self._on_message)
+            self._conn = conn
+            self._consuming.set()
+            await gone.wait()
+            log.info("consumer: connection or channel closed")
+        finally:
+            self._conn = None
+            self._consuming.clear()
+            with contextlib.suppress(aio_pika.exceptions.AMQPError, OSError, RuntimeError):
+                await conn.close()
 
     async def _on_message(self, message: aio_pika.abc.AbstractIncomingMessage) -> None:
         message_id = message.message_id or ""
@@ -149,12 +196,13 @@ class Consumer:
         self.last = asyncio.get_running_loop().time()
         try:
             await message.ack()
-        except (aio_pika.exceptions.AMQPError, ConnectionError) as exc:
+        except (aio_pika.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
             log.debug("ack of %s failed (it will be redelivered): %s", message_id, exc)
 
     async def ready(self) -> int:
         """Messages waiting in the queue, not yet delivered."""
-        assert self._conn is not None
+        if self._conn is None:
+            raise ConnectionError("the consumer is reconnecting")
         channel = await self._conn.channel()
         try:
             queue = await channel.declare_queue(self.queue, passive=True)
@@ -173,21 +221,24 @@ class Consumer:
                 try:
                     if await self.ready() == 0:
                         return True
-                except (aio_pika.exceptions.AMQPError, ConnectionError, TimeoutError) as exc:
+                except (aio_pika.exceptions.AMQPError, OSError, RuntimeError) as exc:
                     log.debug("queue depth unknown: %s", exc)
             await asyncio.sleep(max(0.1, min(idle - quiet, 1.0)))
         return False
 
     async def close(self, delete: bool = True) -> None:
-        if self._conn is None:
-            return
-        try:
-            if delete:
-                channel = await self._conn.channel()
+        """Stop consuming; delete the queue (over a connection of its own)."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if delete:
+            conn = await aio_pika.connect(self.url, timeout=10)
+            try:
+                channel = await conn.channel()
                 await channel.queue_delete(self.queue)
-        finally:
-            await self._conn.close()
-            self._conn = None
+            finally:
+                await conn.close()
 
 
 class Load:
@@ -269,6 +320,9 @@ class Soak:
         self.results: list[CycleResult] = []
         self.stalls: list[str] = []
         self.restored = True
+        self.where = "warm-up"
+        """Where the run is, for stall reports: a cycle and its fault kind, or a phase."""
+        self._closing: set[asyncio.Future[None]] = set()
 
     # -- producers --------------------------------------------------------------
 
@@ -297,12 +351,35 @@ class Soak:
         await new.start()
         load.producer = new
         before = old.stats()
-        await old.close(timeout=self.o.close_timeout)
+        await self._close(old, self.o.close_timeout)
         after = old.stats()
         return (
             f"closed with {before.buffered} in memory: {after.spilled - before.spilled} "
             f"stored, {after.exported - before.exported} to a file"
         )
+
+    async def _close(self, producer: Producer, timeout: float) -> None:
+        """``close(timeout)``, waited for ``timeout`` + :data:`CLOSE_MARGIN` seconds at most.
+
+        A close that takes longer is reported as a stall and left to go on (shielded:
+        cancelling it could lose what it is storing).
+        """
+        closing = asyncio.ensure_future(producer.close(timeout=timeout))
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
+        try:
+            await asyncio.wait_for(asyncio.shield(closing), timeout + CLOSE_MARGIN)
+        except TimeoutError:
+            number = self.producers.index(producer) + 1
+            self._stall(
+                f"close(timeout={timeout:g}) of producer {number} did not return within "
+                f"{timeout + CLOSE_MARGIN:g}s: {producer.stats()}"
+            )
+
+    def _stall(self, text: str) -> None:
+        stall = f"{self.where}, seed {self.seed}: {text}"
+        self.stalls.append(stall)
+        log.warning("stall: %s", stall)
 
     # -- faults -----------------------------------------------------------------
 
@@ -379,6 +456,7 @@ class Soak:
     async def _cycle(self, cycle: Cycle, load: Load) -> CycleResult:
         loop = asyncio.get_running_loop()
         load.kind, load.cycle = cycle.kind, cycle.number
+        self.where = f"cycle {cycle.number} ({cycle.kind})"
         began = loop.time()
         note = await self._apply(cycle, load)
         fault_end = loop.time()
@@ -386,13 +464,7 @@ class Soak:
         result = CycleResult(cycle.number, cycle.kind, round(fault_end - began, 2), note=note)
         result.recovered_after = await self._recovered(producer, producer.stats())
         if result.recovered_after is None:
-            s = producer.stats()
-            stall = (
-                f"cycle {cycle.number} ({cycle.kind}, seed {self.seed}): no recovery within "
-                f"{self.o.recover_timeout:g}s: {s}"
-            )
-            self.stalls.append(stall)
-            log.warning("%s", stall)
+            self._stall(f"no recovery within {self.o.recover_timeout:g}s: {producer.stats()}")
         rest = self.o.up_seconds - (loop.time() - fault_end)
         if rest > 0:
             await asyncio.sleep(rest)  # the up period, by design
@@ -427,10 +499,11 @@ class Soak:
         loop = asyncio.get_running_loop()
         end = loop.time() + self.o.drain_timeout
         producer = load.producer
+        self.where = "final drain"
         self._say("draining: flush, replay what is stored, close")
         await producer.flush(timeout=self.o.drain_timeout)
         left = await self._wait_store_empty(max(0.0, end - loop.time()))
-        await producer.close(timeout=10.0)
+        await self._close(producer, 10.0)
         left = await self.store.count()
         if left:
             # What the close stored (or what stayed leased) is replayed by a fresh producer.
@@ -440,7 +513,7 @@ class Soak:
             try:
                 left = await self._wait_store_empty(max(0.0, end - loop.time()))
             finally:
-                await replayer.close(timeout=10.0)
+                await self._close(replayer, 10.0)
             left = await self.store.count()
         idle = await self.consumer.wait_idle(
             self.o.idle_seconds, max(self.o.idle_seconds + 5.0, end - loop.time())
@@ -483,6 +556,7 @@ class Soak:
 
     async def _cleanup(self) -> None:
         """Put the broker and the store back, then close everything the run opened."""
+        self.where = "cleanup"
         for restore in (self.store.restore, self.broker.restore):
             try:
                 await restore()
@@ -490,10 +564,12 @@ class Soak:
                 self.restored = False
                 log.error("could not restore: %s", exc)
         for producer in self.producers:
-            await producer.close(timeout=5.0)
+            await self._close(producer, 5.0)
         await self.proxy.close()
-        with contextlib.suppress(aio_pika.exceptions.AMQPError, ConnectionError):
+        try:
             await self.consumer.close(delete=True)
+        except (aio_pika.exceptions.AMQPError, OSError) as exc:
+            log.error("could not delete the queue %s: %s", self.queue, exc)
         await self.store.stop()
 
     def _outcome(self, load: Load | None, drained: bool, stored_left: int | None) -> Outcome:
