@@ -28,6 +28,15 @@ from ._run import DEFAULT_AMQP_URL, Outcome, Soak, SoakOptions
 log = logging.getLogger("soak")
 
 
+class _Formatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Shows defaults, except those that are ``None`` or off (their help says it)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default is None or action.default is False:
+            return action.help or ""
+        return super()._get_help_string(action) or ""
+
+
 def _parser() -> argparse.ArgumentParser:
     d = SoakOptions()
     p = argparse.ArgumentParser(
@@ -37,7 +46,7 @@ def _parser() -> argparse.ArgumentParser:
             "per cycle; reconcile every message_id with a consumer; print a table per fault "
             "kind. Exits 1 on any loss, 2 when the broker or the store could not be restored."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=_Formatter,
     )
     p.add_argument("--cycles", type=int, default=d.cycles, help="faults to apply, one per cycle")
     p.add_argument("--seed", type=int, default=None, help="replay a run (default: a random seed)")
@@ -63,7 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         default=d.store,
         help="nx: MongoStore on an nx-27017 server the soak runs; sqlite: SQLiteStore",
     )
-    p.add_argument("--spill-after", type=float, default=d.spill_after, metavar="SECONDS")
+    p.add_argument(
+        "--spill-after",
+        type=float,
+        default=d.spill_after,
+        metavar="SECONDS",
+        help="the producer's spill_after",
+    )
     p.add_argument(
         "--fault-seconds",
         type=float,
@@ -78,7 +93,13 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="time without a fault after each one (and before the first)",
     )
-    p.add_argument("--heartbeat", type=int, default=d.heartbeat, metavar="SECONDS")
+    p.add_argument(
+        "--heartbeat",
+        type=int,
+        default=d.heartbeat,
+        metavar="SECONDS",
+        help="the producer's AMQP heartbeat: how soon it notices a half-open connection",
+    )
     p.add_argument(
         "--close-timeout",
         type=float,
@@ -86,8 +107,20 @@ def _parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="close(timeout) in a close-reopen fault",
     )
-    p.add_argument("--recover-timeout", type=float, default=d.recover_timeout, metavar="SECONDS")
-    p.add_argument("--drain-timeout", type=float, default=d.drain_timeout, metavar="SECONDS")
+    p.add_argument(
+        "--recover-timeout",
+        type=float,
+        default=d.recover_timeout,
+        metavar="SECONDS",
+        help="a cycle whose producer has not recovered by then is reported as a stall",
+    )
+    p.add_argument(
+        "--drain-timeout",
+        type=float,
+        default=d.drain_timeout,
+        metavar="SECONDS",
+        help="bound on the final flush, replay and wait for the queue",
+    )
     p.add_argument(
         "--idle-seconds",
         type=float,
