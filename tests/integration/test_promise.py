@@ -20,13 +20,13 @@ from typing import Any
 import aio_pika
 import pytest
 
-from aioproducer import Message, ProducerState, SQLiteStore
+from aioproducer import Backoff, Message, ProducerState, SQLiteStore
 from aioproducer._connection import AmqpLink
 from aioproducer._context import Context
 from aioproducer._fallback import read_messages
 from aioproducer._link import Link
 from tests.broker import AMQP_URL, drain, wait_for_ids
-from tests.integration.conftest import FAST, ProducerFactory, proxied_url
+from tests.integration.conftest import ProducerFactory, proxied_url
 from tests.proxy import TcpProxy
 from tests.waiting import store_is_empty, wait_until
 
@@ -203,7 +203,7 @@ async def test_a_failing_connection_opener_is_logged_and_restarted(
     class FlakyProducer(Producer):
         def _make_link(self, context: Context) -> Link:
             return FlakyOpenLink(
-                AMQP_URL, backoff=FAST["reconnect_backoff"], on_error=context.record_error
+                AMQP_URL, backoff=Backoff(base=0.05, cap=0.5), on_error=context.record_error
             )
 
     producer = FlakyProducer(AMQP_URL, store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)
