@@ -58,15 +58,16 @@ READ_BACK: dict[str, Any] = {
 
 
 def stored_message(n: int, queue: str, **fields: Any) -> Message:
-    return Message(
-        message_id=f"{queue}-{n}",
-        body=b'{"n": %d}' % n,
-        exchange="",
-        routing_key=queue,
-        content_type="application/json",
-        timestamp=1_700_000_000.0 + n,
+    values: dict[str, Any] = {
+        "message_id": f"{queue}-{n}",
+        "body": b'{"n": %d}' % n,
+        "exchange": "",
+        "routing_key": queue,
+        "content_type": "application/json",
+        "timestamp": 1_700_000_000.0 + n,
         **fields,
-    )
+    }
+    return Message(**values)
 
 
 async def test_every_documented_header_type_is_delivered_and_nothing_stalls(
@@ -218,3 +219,39 @@ async def test_a_failing_connection_opener_is_logged_and_restarted(
     assert "Traceback" in caplog.text and "RuntimeError: opener bug" in caplog.text
     assert os.environ.get("AMQP_PASSWORD_IN_LOGS") is None
     assert ":guest@" not in caplog.text
+
+
+async def test_replay_holds_back_only_the_message_that_breaks_its_channel(
+    make_producer: ProducerFactory,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+    tmp_path: Path,
+) -> None:
+    """403 names no culprit: replay tries the batch one message at a time to find it."""
+    channel = await amqp.channel()
+    internal = await channel.declare_exchange(
+        f"test-internal-{os.urandom(6).hex()}", aio_pika.ExchangeType.DIRECT, internal=True
+    )
+    try:
+        store = SQLiteStore(tmp_path / "spill.db")
+        good = [stored_message(n, queue) for n in range(40)]
+        culprit = stored_message(99, queue, exchange=internal.name)
+        await store.put([*good[:20], culprit, *good[20:]])
+        await store.close()
+        producer = make_producer(
+            store=SQLiteStore(tmp_path / "spill.db"), retry_backoff=Backoff(base=60, cap=60)
+        )
+        await producer.start()
+        got = await wait_for_ids(amqp, queue, {m.message_id for m in good}, timeout=60)
+
+        def attempts() -> dict[str, int]:
+            with sqlite3.connect(tmp_path / "spill.db") as db:
+                return dict(db.execute("SELECT message_id, attempts FROM messages"))
+
+        await wait_until(lambda: attempts() == {culprit.message_id: 1}, what="culprit held")
+        await producer.close()
+        delivered = [m.message_id for m in got + await drain(amqp, queue)]
+        assert sorted(delivered) == sorted(m.message_id for m in good)
+    finally:
+        await internal.delete()
+        await channel.close()
