@@ -381,6 +381,26 @@ class Producer:
         context = self._context
         if self._state is not ProducerState.RUNNING or context is None:
             raise ProducerClosed(f"producer is {self._state.value}")
+        message = self._build(body, routing_key, exchange, headers, message_id, content_type)
+        context.buffer.add(message)
+        context.counters.accepted += 1
+        return message.message_id
+
+    def _build(
+        self,
+        body: Any,
+        routing_key: str,
+        exchange: str | None,
+        headers: Mapping[str, Any] | None,
+        message_id: str | None,
+        content_type: str | None,
+    ) -> Message:
+        """Serialise and check one message; raise, changing nothing, if it cannot be sent.
+
+        Touches no shared state, so any thread may call it.
+        """
+        context = self._context
+        assert context is not None
         if type(body) is bytes:
             data, default_type = body, _BYTES_TYPE
         elif isinstance(body, str):
@@ -409,21 +429,17 @@ class Producer:
         content_type = (
             default_type if content_type is None else check_name(content_type, "content_type")
         )
-        context.buffer.add(
-            Message(
-                message_id=message_id,
-                body=data,
-                exchange=exchange,
-                routing_key=routing_key,
-                content_type=content_type,
-                timestamp=context.wall(),
-                headers=headers,
-                headers_wire=wire,
-                deadline=context.now() + self.spill_after,
-            )
+        return Message(
+            message_id=message_id,
+            body=data,
+            exchange=exchange,
+            routing_key=routing_key,
+            content_type=content_type,
+            timestamp=context.wall(),
+            headers=headers,
+            headers_wire=wire,
+            deadline=context.now() + self.spill_after,
         )
-        context.counters.accepted += 1
-        return message_id
 
     def stats(self) -> ProducerStats:
         """A snapshot of the counters and state."""
