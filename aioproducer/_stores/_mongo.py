@@ -279,7 +279,14 @@ class MongoStore:
         if opening is None:
             opening = self._opening = asyncio.ensure_future(self._open())
             opening.add_done_callback(self._opened)
-        return await asyncio.shield(opening)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():
+                # close() stopped the open this call was waiting for.
+                raise StoreUnavailable(f"MongoDB store {self._name} closed while opening") from None
+            raise
 
     def _opened(self, opening: asyncio.Future[MongoCollection]) -> None:
         if self._opening is opening:

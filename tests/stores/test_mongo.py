@@ -411,3 +411,19 @@ class _Recording:
     def with_options(self, **options: Any) -> Any:
         self.options = options
         return self._inner.with_options(**options)
+
+
+async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(
+    nx_server: NxServer,
+) -> None:
+    nx_server.kill()
+    store = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time)
+    waiting = asyncio.gather(store.count(), store.count(), return_exceptions=True)
+
+    async def opening() -> bool:
+        return store._opening is not None
+
+    await wait_until(opening, what="the first open attempt")
+    await store.close()
+    results = await waiting
+    assert [type(result) for result in results] == [StoreUnavailable, StoreUnavailable]
