@@ -427,3 +427,49 @@ async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(
     await store.close()
     results = await waiting
     assert [type(result) for result in results] == [StoreUnavailable, StoreUnavailable]
+
+
+async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
+    """What a claim sends when no clock is given (run for real against MongoDB only)."""
+    collection = _ClaimRecorder()
+    store = MongoStore(cast(MongoCollection, collection))
+    assert await store.claim("$owner", limit=3, lease=30.0) == []
+    query, update = collection.calls[0]
+    server_now = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
+    assert query["$expr"] == {"$lte": ["$lease_until", server_now]}
+    assert "lease_until" not in query
+    assert query["dead"] == {"$ne": True}
+    assert isinstance(update, list)
+    (stage,) = update
+    assert stage["$set"]["lease_until"] == {"$add": [server_now, 30.0]}
+    assert stage["$set"]["lease_owner"] == {"$literal": "$owner"}  # never a field path
+    await store.close()
+
+
+class _ClaimRecorder:
+    """A collection with no documents that records what claims ask for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, Any], Any]] = []
+
+    @property
+    def full_name(self) -> str:
+        return "db.recorder"
+
+    def with_options(self, **options: Any) -> _ClaimRecorder:
+        return self
+
+    async def create_index(self, keys: Any, /, *, name: str) -> object:
+        return name
+
+    async def find_one_and_update(
+        self,
+        filter: dict[str, Any],
+        update: Any,
+        /,
+        *,
+        sort: Any = None,
+        return_document: bool = False,
+    ) -> dict[str, Any] | None:
+        self.calls.append((filter, update))
+        return None
