@@ -55,10 +55,13 @@ class Store(Protocol):
         """
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
-        """Lease up to ``limit`` due messages to ``owner``, oldest accepted first.
+        """Lease up to ``limit`` due messages to ``owner``: earliest due first, then
+        oldest accepted.
 
         Dead messages are never claimed. Each message returned carries the
-        ``lease_token`` of this claim.
+        ``lease_token`` of this claim. An empty list means that no due message was
+        free: claims that run at the same time take different messages, and never
+        come back empty because another claim got to the same message first.
         """
 
     async def ack(self, message_ids: Sequence[str]) -> None:
@@ -72,7 +75,14 @@ class Store(Protocol):
         """
 
     async def count(self) -> int:
-        """How many messages the store holds, leased or not."""
+        """How many messages the store holds, leased, dead or not: one cheap call.
+
+        Cheap enough for a health check; a store may answer from its metadata
+        (MongoDB), which can be off after a crash of the database server.
+        """
+
+    async def backlog(self) -> Backlog:
+        """Exact counts of the messages held, by state, and the oldest accept time."""
 
     async def close(self) -> None:
         """Release the database connection; the store reopens on its next use."""

@@ -8,18 +8,23 @@ to install when it is used without it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
+from urllib.parse import parse_qsl, urlsplit
 
-from .._exceptions import StoreError
+from .._exceptions import StoreError, StoreRejected, StoreUnavailable
 from .._message import Message, decode_headers, encode_headers
+from ._base import Backlog
+from ._errors import short, translating
 
 if TYPE_CHECKING:
-    from types import ModuleType, TracebackType
+    from types import ModuleType
 
     from pymongo import AsyncMongoClient
     from pymongo.write_concern import WriteConcern
@@ -28,14 +33,47 @@ __all__ = ["MongoCollection", "MongoCursor", "MongoStore"]
 
 log = logging.getLogger("aioproducer.store")
 
-#: Serves the claim query: walk messages in accept order, filtering on the due and
-#: lease fields without fetching documents (``_id`` makes the candidate scan covered).
-CLAIM_INDEX_NAME = "aioproducer_claim"
-CLAIM_INDEX_KEYS = [("timestamp", 1), ("due_at", 1), ("lease_until", 1), ("_id", 1)]
+#: Serves the claim: due messages in claim order (earliest due, then oldest accepted),
+#: with the lease and dead flag in the keys so that leased and dead messages are
+#: skipped without fetching them. Messages not due yet sort after every due one.
+CLAIM_INDEX_NAME = "aioproducer_claim_by_due"
+CLAIM_INDEX_KEYS = [("due_at", 1), ("timestamp", 1), ("lease_until", 1), ("dead", 1)]
+CLAIM_SORT = [("due_at", 1), ("timestamp", 1)]
+
+#: Defaults :meth:`MongoStore.from_url` gives the client, unless the URL or the
+#: keyword arguments set them: how long to look for a server, to open a connection,
+#: and (PyMongo's client-side operation timeout) to finish an operation.
+DEFAULT_TIMEOUTS_MS = {
+    "serverSelectionTimeoutMS": 5_000,
+    "connectTimeoutMS": 5_000,
+    "timeoutMS": 5_000,
+}
+
+#: How many ``find_one_and_update`` calls one claim keeps in flight.
+CLAIM_CONCURRENCY = 8
+
+#: The server's clock, in seconds since the epoch, inside an aggregation expression.
+_SERVER_NOW = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
 
 _DUPLICATE_KEY = 11000
 _ACK_CHUNK = 1000
 _INSTALL_HINT = "MongoStore needs PyMongo 4.10 or later: pip install 'aioproducer[mongo]'"
+
+#: Server error codes that mean "this document cannot be stored as it is".
+_REJECTING_CODES = frozenset(
+    {
+        2,  # BadValue
+        14,  # TypeMismatch
+        52,  # DollarPrefixedFieldName
+        55,  # InvalidDBRef
+        56,  # EmptyFieldName
+        57,  # DottedFieldName
+        121,  # DocumentValidationFailure
+        10334,  # BSONObjectTooLarge
+        17280,  # KeyTooLong
+        17419,  # document too large after an update
+    }
+)
 
 
 class MongoCursor(Protocol):
@@ -60,9 +98,15 @@ class MongoCollection(Protocol):
         self, documents: Iterable[dict[str, Any]], /, *, ordered: bool = ...
     ) -> Awaitable[object]: ...
 
-    def update_many(
-        self, filter: Mapping[str, Any], update: Mapping[str, Any], /
-    ) -> Awaitable[object]: ...
+    def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        /,
+        *,
+        sort: Any = ...,
+        return_document: bool = ...,
+    ) -> Awaitable[dict[str, Any] | None]: ...
 
     def bulk_write(
         self, requests: Sequence[Any], /, *, ordered: bool = ...
@@ -71,6 +115,8 @@ class MongoCollection(Protocol):
     def delete_many(self, filter: Mapping[str, Any], /) -> Awaitable[object]: ...
 
     def count_documents(self, filter: Mapping[str, Any], /) -> Awaitable[int]: ...
+
+    def estimated_document_count(self) -> Awaitable[int]: ...
 
     def find(
         self,
@@ -98,28 +144,38 @@ class MongoStore:
     """Messages kept in one MongoDB collection, one document per message.
 
     Several producers, in one process or on many hosts, may share the collection:
-    :meth:`claim` hands each due message to one owner at a time (see there why).
+    :meth:`claim` hands each due message to one owner at a time (see there how).
 
     ``collection`` is a PyMongo ``AsyncCollection`` or a Motor collection; the store
     never closes its client. :meth:`from_url` builds a client the store owns instead.
     Writes use ``write_concern``, by default ``WriteConcern(w="majority", j=True)``:
     a message counts as stored only once a majority of the replica set has it in its
-    on-disk journal. Reads go to the primary. ``clock`` gives wall-clock seconds, the
-    time base of ``due_at`` and of leases (injected in tests).
+    on-disk journal. Reads go to the primary.
+
+    ``timeout`` (seconds) bounds each store call as a whole, through
+    ``pymongo.timeout``: every operation of the call shares its deadline. By default
+    the client's own ``timeoutMS`` bounds each operation.
+
+    Time: leases run on the MongoDB server's clock (``$$NOW``), so hosts whose
+    clocks disagree still see the same leases; ``due_at`` is wall-clock time from the
+    producer that set it, compared with this host's clock. Pass ``clock`` to put
+    leases on that clock instead (tests, and servers without update pipelines).
     """
 
-    #: MongoDB's 16 MiB document limit, less room for the envelope: ids, names,
-    #: headers (at most 64 KiB on the wire, a little more as tagged JSON) and leases.
-    max_body_size = 16 * 1024 * 1024 - 256 * 1024
+    #: MongoDB's 16 MiB document limit, less room for the envelope: ids, names, the
+    #: error text, leases and headers (at most 64 KiB on the AMQP wire, at most six
+    #: times that as escaped JSON).
+    max_body_size = 16 * 1024 * 1024 - 512 * 1024
 
     def __init__(
         self,
         collection: MongoCollection,
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         write_concern: WriteConcern | None = None,
+        timeout: float | None = None,
     ) -> None:
-        self._setup(clock, write_concern, name=_full_name(collection))
+        self._setup(clock, write_concern, timeout, name=_full_name(collection))
         self._given: MongoCollection | None = collection
 
     @classmethod
@@ -129,19 +185,28 @@ class MongoStore:
         database: str = "aioproducer",
         collection: str = "spill",
         *,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] | None = None,
         write_concern: WriteConcern | None = None,
         **client_kwargs: Any,
     ) -> MongoStore:
         """A store on ``database.collection`` at ``url``, with a client of its own.
 
         ``client_kwargs`` go to ``pymongo.AsyncMongoClient`` (for example
-        ``serverSelectionTimeoutMS=5000`` or ``tls=True``). The client is checked
-        here but connects only on first use; :meth:`close` closes it, and the next
-        use builds a fresh one (a closed PyMongo client cannot be reopened).
+        ``tls=True``). Unless the URL or ``client_kwargs`` set them, the client gets
+        :data:`DEFAULT_TIMEOUTS_MS`; the operation timeout (``timeoutMS``) then also
+        bounds each store call as a whole. The client is checked here but connects
+        only on first use; :meth:`close` closes it, and the next use builds a fresh
+        one (a closed PyMongo client cannot be reopened).
+
+        Raises ValueError, which never quotes the password, for a URL or an option
+        PyMongo refuses.
         """
         pymongo = _pymongo()
         client_kwargs.setdefault("appname", "aioproducer")
+        given = {k.lower() for k in client_kwargs} | _url_options(url)
+        client_kwargs.update(
+            {k: v for k, v in DEFAULT_TIMEOUTS_MS.items() if k.lower() not in given}
+        )
 
         def connect() -> AsyncMongoClient[dict[str, Any]]:
             client: AsyncMongoClient[dict[str, Any]] = pymongo.AsyncMongoClient(
@@ -151,10 +216,12 @@ class MongoStore:
 
         try:
             first = connect()  # validates the URL and options; no I/O until first use
-        except pymongo.errors.PyMongoError as exc:
-            raise StoreError(f"MongoDB configuration is invalid: {exc}") from exc
+        except (pymongo.errors.PyMongoError, ValueError, TypeError) as exc:
+            text = _mask(str(exc), url)
+            raise ValueError(f"invalid MongoDB URL or option: {text}") from None
         store = cls.__new__(cls)
-        store._setup(clock, write_concern, name=f"{database}.{collection}")
+        timeout_ms = first.options.timeout
+        store._setup(clock, write_concern, timeout_ms, name=f"{database}.{collection}")
         store._given = None
         store._connect = connect
         store._client = first
@@ -163,7 +230,12 @@ class MongoStore:
         return store
 
     def _setup(
-        self, clock: Callable[[], float], write_concern: WriteConcern | None, *, name: str
+        self,
+        clock: Callable[[], float] | None,
+        write_concern: WriteConcern | None,
+        timeout: float | None,
+        *,
+        name: str,
     ) -> None:
         pymongo = _pymongo()
         self._clock = clock
@@ -172,13 +244,14 @@ class MongoStore:
             if write_concern is not None
             else pymongo.WriteConcern(w="majority", j=True)
         )
+        self._timeout = timeout
         self._name = name
         self._connect: Callable[[], AsyncMongoClient[dict[str, Any]]] | None = None
         self._client: AsyncMongoClient[dict[str, Any]] | None = None
         self._database = ""
         self._collection_name = ""
         self._coll: MongoCollection | None = None
-        self._open_lock = asyncio.Lock()
+        self._opening: asyncio.Future[MongoCollection] | None = None
 
     def __repr__(self) -> str:
         return f"MongoStore({self._name!r})"
@@ -188,14 +261,41 @@ class MongoStore:
         """The write concern every write of this store uses."""
         return self._write_concern
 
+    @property
+    def timeout(self) -> float | None:
+        """Seconds within which every store call returns or raises, if bounded."""
+        return self._timeout
+
+    @property
+    def server_clock(self) -> bool:
+        """Whether leases run on the server's clock (no ``clock`` was given)."""
+        return self._clock is None
+
     async def _collection(self) -> MongoCollection:
+        """The open collection; concurrent first callers share one open attempt."""
         if self._coll is not None:
             return self._coll
-        async with self._open_lock:
-            if self._coll is None:
-                self._coll = await self._open()
-                log.debug("opened MongoDB collection %s", self._name)
-        return self._coll
+        opening = self._opening
+        if opening is None:
+            opening = self._opening = asyncio.ensure_future(self._open())
+            opening.add_done_callback(self._opened)
+        try:
+            return await asyncio.shield(opening)
+        except asyncio.CancelledError:
+            task = asyncio.current_task()
+            if opening.cancelled() and task is not None and not task.cancelling():
+                # close() stopped the open this call was waiting for.
+                raise StoreUnavailable(f"MongoDB store {self._name} closed while opening") from None
+            raise
+
+    def _opened(self, opening: asyncio.Future[MongoCollection]) -> None:
+        if self._opening is opening:
+            self._opening = None
+        if opening.cancelled():
+            return
+        if opening.exception() is None:  # also marks a failure as seen
+            self._coll = opening.result()
+            log.debug("opened MongoDB collection %s", self._name)
 
     async def _open(self) -> MongoCollection:
         """The collection with our write concern and read preference, indexes ensured."""
@@ -213,7 +313,8 @@ class MongoStore:
                 read_preference=pymongo.ReadPreference.PRIMARY,
                 write_concern=self._write_concern,
             )
-            await coll.create_index(CLAIM_INDEX_KEYS, name=CLAIM_INDEX_NAME)
+            with self._deadline():
+                await coll.create_index(CLAIM_INDEX_KEYS, name=CLAIM_INDEX_NAME)
         except BaseException:
             if client is not None:
                 await client.close()
@@ -221,121 +322,208 @@ class MongoStore:
         self._client = client
         return coll
 
+    @contextlib.contextmanager
+    def _call(self, operation: str) -> Iterator[None]:
+        """One store call: bounded by :attr:`timeout`, every error a StoreError."""
+        with translating(operation, self._translate), self._deadline():
+            yield
+
+    def _deadline(self) -> contextlib.AbstractContextManager[object]:
+        if self._timeout is None:
+            return contextlib.nullcontext()
+        timeout: contextlib.AbstractContextManager[object] = _pymongo().timeout(self._timeout)
+        return timeout
+
+    def _translate(self, exc: Exception, operation: str) -> StoreError:
+        return _translate(exc, f"MongoDB {operation} on {short(self._name, 100)} failed")
+
     async def put(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        docs = [_to_document(m) for m in messages]
-        errors = _pymongo().errors
-        async with _translate("put", self._name):
+        with self._call("put"):
+            docs = [_to_document(m) for m in messages]
             coll = await self._collection()
             try:
                 await coll.insert_many(docs, ordered=False)
-            except errors.BulkWriteError as exc:
+            except _pymongo().errors.BulkWriteError as exc:
                 _ignore_duplicates(exc)
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
-        """Lease up to ``limit`` due messages to ``owner``, oldest accepted first.
+        """Lease up to ``limit`` due messages to ``owner``: earliest due first, then
+        oldest accepted.
 
-        MongoDB has no ``UPDATE ... LIMIT ... RETURNING``, so a claim takes three
-        steps (the outbox-relay pattern):
+        Each message is leased by its own ``find_one_and_update``, which MongoDB
+        applies atomically: it finds the first due, unleased, live message in claim
+        order and sets ``lease_owner``, ``lease_until`` and this claim's fresh
+        ``lease_token`` in one step. Concurrent claimers, in this process or on other
+        hosts, therefore never get the same message, and never come back empty while
+        a due message is free: when two race for one document, the server retries
+        the loser's write, which then matches the next document. A claim keeps up to
+        :data:`CLAIM_CONCURRENCY` of these in flight.
 
-        1. find the ids of up to ``limit`` due, unleased messages, oldest first;
-        2. ``update_many`` those ids, *repeating the due-and-unleased condition in
-           the filter*, to set ``lease_owner``, ``lease_until`` and a fresh random
-           ``claim_token``;
-        3. read back the documents carrying that token.
-
-        Why this is safe under concurrency, across processes and hosts: MongoDB
-        applies an update to each document atomically, and evaluates the filter
-        against that document as it is when the write happens (a write conflict
-        with a concurrent update makes the server retry the document and evaluate
-        the filter again). So when two claimers pick the same candidate in step 1,
-        the first update leases it, and the second one's filter no longer matches
-        (``lease_until`` is now in the future): the document keeps the first token.
-        Step 3 returns only documents carrying this claim's token, so each due
-        message goes to one claim, and one owner, until its lease runs out. The
-        token also keeps two concurrent claims by the same owner apart, and keeps
-        messages this owner leased earlier out of this claim's answer.
-
-        The lease is wall-clock time from this host's ``clock``; hosts sharing a
-        collection need synchronised clocks (NTP), and ``lease`` far above their
-        skew. A claim that fails between steps 2 and 3 leaves its messages leased
-        to nobody who knows it; they are due again when the lease expires.
+        The lease is set on the server's clock (``$$NOW`` in an update pipeline)
+        unless the store was given a ``clock``. A claim that fails part way leaves
+        the messages it did lease to nobody who knows it; they are due again when
+        their lease expires.
         """
         if limit <= 0:
             return []
-        now = self._clock()
-        due = {"due_at": {"$lte": now}, "lease_until": {"$lte": now}}
         token = uuid.uuid4().hex
-        async with _translate("claim", self._name):
-            coll = await self._collection()
-            cursor = coll.find(due, {"_id": 1}, sort=[("timestamp", 1)], limit=limit)
-            ids = [doc["_id"] for doc in await cursor.to_list(None)]
-            if not ids:
-                return []
-            await coll.update_many(
-                {"_id": {"$in": ids}, **due},
-                {
-                    "$set": {
-                        "lease_owner": owner,
-                        "lease_until": now + lease,
-                        "claim_token": token,
+        with self._call("claim"):
+            now = self._now()
+            if self._clock is None:
+                lease_ok: dict[str, Any] = {"$expr": {"$lte": ["$lease_until", _SERVER_NOW]}}
+                update: Any = [
+                    {
+                        "$set": {
+                            "lease_owner": {"$literal": owner},
+                            "lease_until": {"$add": [_SERVER_NOW, lease]},
+                            "lease_token": token,
+                        }
                     }
-                },
+                ]
+            else:
+                lease_ok = {"lease_until": {"$lte": now}}
+                update = {
+                    "$set": {"lease_owner": owner, "lease_until": now + lease, "lease_token": token}
+                }
+            query = {"dead": {"$ne": True}, "due_at": {"$lte": now}, **lease_ok}
+            coll = await self._collection()
+            after = _pymongo().ReturnDocument.AFTER
+            docs: list[dict[str, Any]] = []
+            left = limit
+
+            async def take() -> None:
+                nonlocal left
+                while left > 0:
+                    left -= 1
+                    doc = await coll.find_one_and_update(
+                        query, update, sort=CLAIM_SORT, return_document=after
+                    )
+                    if doc is None:
+                        return
+                    docs.append(doc)
+
+            results = await asyncio.gather(
+                *(take() for _ in range(min(limit, CLAIM_CONCURRENCY))), return_exceptions=True
             )
-            cursor = coll.find(
-                {"_id": {"$in": ids}, "lease_owner": owner, "claim_token": token},
-                sort=[("timestamp", 1)],
-            )
-            docs = await cursor.to_list(None)
-        return [_from_document(doc) for doc in docs]
+            for result in results:
+                if isinstance(result, BaseException):
+                    raise result
+            messages = [_from_document(doc) for doc in docs]
+        messages.sort(key=lambda m: (m.due_at, m.timestamp))
+        return messages
 
     async def ack(self, message_ids: Sequence[str]) -> None:
         if not message_ids:
             return
         ids = list(message_ids)
-        async with _translate("ack", self._name):
+        with self._call("ack"):
             coll = await self._collection()
             for start in range(0, len(ids), _ACK_CHUNK):
                 await coll.delete_many({"_id": {"$in": ids[start : start + _ACK_CHUNK]}})
 
     async def release(self, owner: str, messages: Sequence[Message]) -> None:
-        if not messages:
-            return
-        update_one = _pymongo().UpdateOne
-        requests = [
-            update_one(
-                {"_id": m.message_id, "lease_owner": owner},
-                {
-                    "$set": {
-                        "attempts": m.attempts,
-                        "last_error": m.last_error,
-                        "due_at": m.due_at,
-                        "lease_owner": None,
-                        "lease_until": 0.0,
-                        "claim_token": None,
-                    }
-                },
-            )
-            for m in messages
-        ]
-        async with _translate("release", self._name):
+        with self._call("release"):
+            update_one = _pymongo().UpdateOne
+            requests = [
+                update_one(
+                    {"_id": m.message_id, "lease_owner": owner, "lease_token": m.lease_token},
+                    {
+                        "$set": {
+                            "attempts": m.attempts,
+                            "last_error": m.last_error,
+                            "due_at": m.due_at,
+                            "dead": m.dead,
+                            "lease_owner": None,
+                            "lease_until": 0.0,
+                            "lease_token": None,
+                        }
+                    },
+                )
+                for m in messages
+                if m.lease_token is not None
+            ]
+            if not requests:
+                return
             coll = await self._collection()
             await coll.bulk_write(requests, ordered=False)
 
     async def count(self) -> int:
-        async with _translate("count", self._name):
+        """How many messages the collection holds, from its metadata: one cheap call.
+
+        MongoDB keeps this figure up to date with every write; it can be off after an
+        unclean shutdown of the server, or count orphans on a sharded cluster.
+        :meth:`backlog` counts exactly.
+        """
+        with self._call("count"):
             coll = await self._collection()
-            return await coll.count_documents({})
+            return await coll.estimated_document_count()
+
+    async def backlog(self) -> Backlog:
+        """Exact counts by state (several queries, not one snapshot), for operations."""
+        live: dict[str, Any] = {"dead": {"$ne": True}}
+        with self._call("backlog"):
+            now = self._now()
+            if self._clock is None:
+                leased: dict[str, Any] = {"$expr": {"$gt": ["$lease_until", _SERVER_NOW]}}
+                free: dict[str, Any] = {"$expr": {"$lte": ["$lease_until", _SERVER_NOW]}}
+            else:
+                leased = {"lease_until": {"$gt": now}}
+                free = {"lease_until": {"$lte": now}}
+            coll = await self._collection()
+            total = await coll.count_documents({})
+            dead = await coll.count_documents({"dead": True})
+            n_leased = await coll.count_documents({**live, **leased})
+            held = await coll.count_documents({**live, **free, "due_at": {"$gt": now}})
+            first = await coll.find({}, {"timestamp": 1}, sort=[("timestamp", 1)], limit=1).to_list(
+                None
+            )
+        return Backlog(
+            total=total,
+            due=max(0, total - dead - n_leased - held),
+            leased=n_leased,
+            held=held,
+            dead=dead,
+            oldest=first[0]["timestamp"] if first else None,
+        )
 
     async def close(self) -> None:
         """Forget the open collection; close the client if :meth:`from_url` made it."""
-        async with self._open_lock:
-            self._coll = None
-            client, self._client = self._client, None
-            if client is not None:
-                async with _translate("close", self._name):
-                    await client.close()
+        opening, self._opening = self._opening, None
+        if opening is not None:
+            opening.cancel()
+            with contextlib.suppress(BaseException):
+                await opening
+        self._coll = None
+        client, self._client = self._client, None
+        if client is not None:
+            with translating("close", self._translate):
+                await client.close()
+
+    def _now(self) -> float:
+        return time.time() if self._clock is None else self._clock()
+
+
+def _url_options(url: str) -> set[str]:
+    """The lower-cased names of the options in a MongoDB URL's query string."""
+    try:
+        query = urlsplit(url).query
+    except ValueError:
+        return set()
+    return {name.lower() for name, _ in parse_qsl(query)}
+
+
+def _mask(text: str, url: str) -> str:
+    """``text`` cut short, with the URL's user information (password) masked."""
+    match = re.match(r"[^:]*://([^@/]*)@", url)
+    if match and match.group(1):
+        text = text.replace(match.group(1), "***")
+        password = match.group(1).partition(":")[2]
+        for secret in (password, url):
+            if secret:
+                text = text.replace(secret, "***")
+    return short(text, 200)
 
 
 def _full_name(collection: MongoCollection) -> str:
@@ -356,9 +544,10 @@ def _to_document(m: Message) -> dict[str, Any]:
         "attempts": m.attempts,
         "last_error": m.last_error,
         "due_at": m.due_at,
+        "dead": m.dead,
         "lease_owner": None,
         "lease_until": 0.0,
-        "claim_token": None,
+        "lease_token": None,
     }
 
 
@@ -374,6 +563,8 @@ def _from_document(doc: Mapping[str, Any]) -> Message:
         attempts=doc["attempts"],
         last_error=doc["last_error"],
         due_at=doc["due_at"],
+        dead=bool(doc.get("dead", False)),
+        lease_token=doc.get("lease_token"),
     )
 
 
@@ -391,23 +582,53 @@ def _ignore_duplicates(exc: Any) -> None:
     log.debug("put: %d messages already stored", len(details.get("writeErrors", ())))
 
 
-class _translate:
-    """Turn PyMongo errors into :class:`StoreError`, naming the operation."""
+def _translate(exc: Exception, where: str) -> StoreError:
+    """The StoreError for ``exc``, mapped by base class.
 
-    def __init__(self, operation: str, name: str) -> None:
-        self.operation = operation
-        self.name = name
+    The text names classes, codes and counts only: a PyMongo error's own text may
+    quote the documents it failed on.
+    """
+    errors = _pymongo().errors
+    import bson.errors
 
-    async def __aenter__(self) -> None:
-        return None
+    name = type(exc).__name__
+    if isinstance(exc, errors.BulkWriteError):
+        details = exc.details or {}
+        write_errors = details.get("writeErrors") or []
+        refused = [e for e in write_errors if e.get("code") != _DUPLICATE_KEY]
+        codes = sorted({str(e.get("code")) for e in refused})
+        if refused:
+            return StoreRejected(
+                f"{where}: refused {len(refused)} of the batch "
+                f"(codes {', '.join(codes[:5])}; {name})"
+            )
+        concern = details.get("writeConcernErrors") or []
+        codes = sorted({str(e.get("code")) for e in concern})
+        return StoreUnavailable(
+            f"{where}: write concern not satisfied (codes {', '.join(codes[:5])}; {name})"
+        )
+    if isinstance(exc, bson.errors.BSONError):
+        return StoreRejected(f"{where}: a document cannot be stored ({name})")
+    if isinstance(exc, errors.WriteConcernError | errors.ExecutionTimeout):
+        return StoreUnavailable(f"{where}: timed out ({name}, code {exc.code})")
+    if isinstance(exc, errors.OperationFailure):
+        code = exc.code
+        label = _code_name(exc)
+        if isinstance(exc, errors.WriteError) or code in _REJECTING_CODES:
+            if not exc.timeout:
+                return StoreRejected(f"{where}: refused ({name}, code {code}{label})")
+        return StoreUnavailable(f"{where}: unavailable ({name}, code {code}{label})")
+    if isinstance(exc, errors.ConnectionFailure):
+        return StoreUnavailable(f"{where}: unavailable ({name}: {short(str(exc), 120)})")
+    if isinstance(exc, errors.PyMongoError | OSError):
+        return StoreUnavailable(f"{where}: unavailable ({name})")
+    if isinstance(exc, KeyError):
+        # PyMongo's authentication handshake fails with a KeyError on some replies.
+        return StoreUnavailable(f"{where}: unavailable ({name}, during authentication?)")
+    return StoreError(f"{where}: {name}")
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        if exc is None or isinstance(exc, StoreError):
-            return
-        if isinstance(exc, _pymongo().errors.PyMongoError):
-            raise StoreError(f"MongoDB {self.operation} on {self.name} failed: {exc}") from exc
+
+def _code_name(exc: Any) -> str:
+    details = exc.details if isinstance(exc.details, dict) else {}
+    code_name = details.get("codeName")
+    return f" {short(code_name, 40)}" if isinstance(code_name, str) else ""

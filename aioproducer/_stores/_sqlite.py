@@ -8,13 +8,16 @@ import logging
 import os
 import sqlite3
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Sequence
 from typing import Any
 
 import aiosqlite
 
-from .._exceptions import StoreError
+from .._exceptions import StoreError, StoreRejected, StoreUnavailable
 from .._message import Message, decode_headers, encode_headers
+from ._base import Backlog
+from ._errors import short, translating
 
 log = logging.getLogger("aioproducer.store")
 
@@ -31,24 +34,50 @@ CREATE TABLE IF NOT EXISTS messages (
     last_error   TEXT,
     due_at       REAL NOT NULL,
     lease_owner  TEXT,
-    lease_until  REAL NOT NULL DEFAULT 0
+    lease_until  REAL NOT NULL DEFAULT 0,
+    dead         INTEGER NOT NULL DEFAULT 0,
+    lease_token  TEXT
 );
-CREATE INDEX IF NOT EXISTS messages_by_timestamp ON messages (timestamp);
+"""
+
+#: Columns added since the first schema, as ``ALTER TABLE ... ADD COLUMN`` clauses:
+#: a file written by an older version gains them when it is opened.
+_ADDED_COLUMNS = {
+    "dead": "dead INTEGER NOT NULL DEFAULT 0",
+    "lease_token": "lease_token TEXT",
+}
+
+#: The claim walks this index in claim order from the first message and stops after
+#: ``limit`` matches: messages not due yet sort after every due one and are never
+#: read, dead ones are not in it, and leases are checked from the index alone.
+_INDEXES = """
+DROP INDEX IF EXISTS messages_by_timestamp;
+CREATE INDEX IF NOT EXISTS messages_claim
+    ON messages (due_at, timestamp, lease_until, dead) WHERE dead = 0;
 """
 
 _COLUMNS = (
     "message_id, body, exchange, routing_key, content_type, headers, "
-    "timestamp, attempts, last_error, due_at"
+    "timestamp, attempts, last_error, due_at, dead"
 )
 
 _CLAIM = f"""
-UPDATE messages SET lease_owner = ?, lease_until = ?
-WHERE message_id IN (
-    SELECT message_id FROM messages
-    WHERE due_at <= ? AND lease_until <= ?
-    ORDER BY timestamp LIMIT ?
+UPDATE messages SET lease_owner = ?, lease_until = ?, lease_token = ?
+WHERE rowid IN (
+    SELECT rowid FROM messages INDEXED BY messages_claim
+    WHERE dead = 0 AND due_at <= ? AND lease_until <= ?
+    ORDER BY due_at, timestamp LIMIT ?
 )
 RETURNING {_COLUMNS}
+"""
+
+_BACKLOG = """
+SELECT COUNT(*),
+       COALESCE(SUM(dead != 0), 0),
+       COALESCE(SUM(dead = 0 AND lease_until > :now), 0),
+       COALESCE(SUM(dead = 0 AND lease_until <= :now AND due_at > :now), 0),
+       MIN(timestamp)
+FROM messages
 """
 
 
@@ -57,11 +86,15 @@ class SQLiteStore:
 
     Several producers, in one process or several, may share the file: claims are
     single ``UPDATE ... RETURNING`` statements, which SQLite runs atomically under
-    its write lock. ``clock`` gives wall-clock seconds (injected in tests).
+    its write lock. The file, and its ``-wal`` and ``-shm`` companions, are readable
+    by their owner only (mode 0600) when the store creates them: they hold message
+    bodies. ``clock`` gives wall-clock seconds (injected in tests).
     """
 
-    #: SQLite's default ``SQLITE_MAX_LENGTH`` (10**9 bytes a value), less a margin.
-    max_body_size = 1_000_000_000 - 256 * 1024
+    #: SQLite's default ``SQLITE_MAX_LENGTH`` (10**9 bytes, which bounds a whole row),
+    #: less room for the rest of the row: ids, names, the error text and headers
+    #: (at most 64 KiB on the AMQP wire, at most six times that as escaped JSON).
+    max_body_size = 1_000_000_000 - 512 * 1024
 
     def __init__(
         self,
@@ -81,15 +114,20 @@ class SQLiteStore:
 
     async def _conn(self) -> aiosqlite.Connection:
         if self._db is None:
-            folder = os.path.dirname(os.path.abspath(self.path))  # noqa: ASYNC240 (no I/O)
-            if not await asyncio.to_thread(os.path.isdir, folder):
-                # Checked here: aiosqlite's failed connect leaves a thread behind.
-                raise FileNotFoundError(f"no directory {folder!r} for the SQLite store")
+            # Checked first: aiosqlite's failed connect leaves a thread behind.
+            await asyncio.to_thread(_create_private, self.path)
             db = await aiosqlite.connect(self.path, timeout=self._busy_timeout)
             try:
                 await db.execute("PRAGMA journal_mode=WAL")
                 await db.execute("PRAGMA synchronous=FULL")
                 await db.executescript(_SCHEMA)
+                async with db.execute("PRAGMA table_info(messages)") as cursor:
+                    present = {row[1] for row in await cursor.fetchall()}
+                for name, clause in _ADDED_COLUMNS.items():
+                    if name not in present:
+                        await db.execute(f"ALTER TABLE messages ADD COLUMN {clause}")
+                        log.info("added column %s to %s", name, self.path)
+                await db.executescript(_INDEXES)
                 await db.commit()
             except BaseException:
                 await db.close()
@@ -102,50 +140,69 @@ class SQLiteStore:
     async def _transaction(self, operation: str) -> AsyncIterator[aiosqlite.Connection]:
         """One operation at a time on the shared connection, committed at the end.
 
-        sqlite3 and OS errors become :class:`StoreError` naming ``operation``.
+        Every exception becomes a :class:`StoreError` naming ``operation``.
         """
-        async with self._lock:
-            try:
+        with translating(operation, self._translate):
+            async with self._lock:
                 db = await self._conn()
                 try:
                     yield db
                     await db.commit()
                 except BaseException:
-                    await db.rollback()
+                    with contextlib.suppress(sqlite3.Error):
+                        await db.rollback()
                     raise
-            except (sqlite3.Error, OSError) as exc:
-                raise StoreError(f"SQLite {operation} on {self.path} failed: {exc}") from exc
+
+    def _translate(self, exc: Exception, operation: str) -> StoreError:
+        """The StoreError for ``exc``: its class and SQLite's code, never a value."""
+        where = f"SQLite {operation} on {short(self.path, 120)} failed"
+        if isinstance(exc, sqlite3.IntegrityError | sqlite3.DataError | sqlite3.InterfaceError):
+            return StoreRejected(f"{where}: refused: {_describe(exc)}")
+        if isinstance(exc, UnicodeError | OverflowError):
+            # Their text quotes the value: name the class only.
+            return StoreRejected(f"{where}: refused: {type(exc).__name__}")
+        if isinstance(exc, sqlite3.Error | OSError):
+            return StoreUnavailable(f"{where}: unavailable: {_describe(exc)}")
+        return StoreError(f"{where}: {type(exc).__name__}")
 
     async def put(self, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        rows = [
-            (
-                m.message_id,
-                m.body,
-                m.exchange,
-                m.routing_key,
-                m.content_type,
-                encode_headers(m.headers),
-                m.timestamp,
-                m.attempts,
-                m.last_error,
-                m.due_at,
-            )
-            for m in messages
-        ]
         async with self._transaction("put") as db:
+            rows = [
+                (
+                    m.message_id,
+                    m.body,
+                    m.exchange,
+                    m.routing_key,
+                    m.content_type,
+                    encode_headers(m.headers),
+                    m.timestamp,
+                    m.attempts,
+                    m.last_error,
+                    m.due_at,
+                    int(m.dead),
+                )
+                for m in messages
+            ]
             await db.executemany(
-                f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?)", rows
+                f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                rows,
             )
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
+        """Lease up to ``limit`` due messages to ``owner``: earliest due first, then
+        oldest accepted. Messages not due yet are never read."""
+        if limit <= 0:
+            return []
         now = self._clock()
+        token = uuid.uuid4().hex
         async with self._transaction("claim") as db:
-            async with db.execute(_CLAIM, (owner, now + lease, now, now, limit)) as cursor:
+            args = (owner, now + lease, token, now, now, limit)
+            async with db.execute(_CLAIM, args) as cursor:
                 rows = await cursor.fetchall()
-        messages = [_from_row(row) for row in rows]
-        messages.sort(key=lambda m: m.timestamp)
+            messages = [_from_row(row, token) for row in rows]
+        messages.sort(key=lambda m: (m.due_at, m.timestamp))
         return messages
 
     async def ack(self, message_ids: Sequence[str]) -> None:
@@ -159,12 +216,24 @@ class SQLiteStore:
     async def release(self, owner: str, messages: Sequence[Message]) -> None:
         if not messages:
             return
-        rows = [(m.attempts, m.last_error, m.due_at, m.message_id, owner) for m in messages]
         async with self._transaction("release") as db:
+            rows = [
+                (
+                    m.attempts,
+                    m.last_error,
+                    m.due_at,
+                    int(m.dead),
+                    m.message_id,
+                    owner,
+                    m.lease_token,
+                )
+                for m in messages
+                if m.lease_token is not None
+            ]
             await db.executemany(
-                "UPDATE messages SET attempts = ?, last_error = ?, due_at = ?, "
-                "lease_owner = NULL, lease_until = 0 "
-                "WHERE message_id = ? AND lease_owner = ?",
+                "UPDATE messages SET attempts = ?, last_error = ?, due_at = ?, dead = ?, "
+                "lease_owner = NULL, lease_until = 0, lease_token = NULL "
+                "WHERE message_id = ? AND lease_owner = ? AND lease_token = ?",
                 rows,
             )
 
@@ -175,14 +244,54 @@ class SQLiteStore:
         assert row is not None
         return int(row[0])
 
+    async def backlog(self) -> Backlog:
+        now = self._clock()
+        async with self._transaction("backlog") as db:
+            async with db.execute(_BACKLOG, {"now": now}) as cursor:
+                row = await cursor.fetchone()
+        assert row is not None
+        total, dead, leased, held, oldest = row
+        return Backlog(
+            total=total,
+            due=total - dead - leased - held,
+            leased=leased,
+            held=held,
+            dead=dead,
+            oldest=oldest,
+        )
+
     async def close(self) -> None:
         async with self._lock:
             db, self._db = self._db, None
             if db is not None:
-                await db.close()
+                with translating("close", self._translate):
+                    await db.close()
 
 
-def _from_row(row: Any) -> Message:
+def _create_private(path: str) -> None:
+    """Create the database file readable by its owner only, unless it exists.
+
+    SQLite gives the ``-wal`` and ``-shm`` files the mode of the database file.
+    Raises FileNotFoundError when the directory is missing.
+    """
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise FileNotFoundError(f"no directory {folder!r} for the SQLite store")
+    with contextlib.suppress(FileExistsError):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+
+
+def _describe(exc: BaseException) -> str:
+    """Class, SQLite error code and the first words of the message of ``exc``."""
+    name = type(exc).__name__
+    code = getattr(exc, "sqlite_errorname", None)
+    if code:
+        name = f"{name} {code}"
+    text = str(exc)
+    return f"{name}: {short(text, 100)}" if text else name
+
+
+def _from_row(row: Any, token: str) -> Message:
     (
         message_id,
         body,
@@ -194,6 +303,7 @@ def _from_row(row: Any) -> Message:
         attempts,
         last_error,
         due_at,
+        dead,
     ) = row
     return Message(
         message_id=message_id,
@@ -206,4 +316,6 @@ def _from_row(row: Any) -> Message:
         attempts=attempts,
         last_error=last_error,
         due_at=due_at,
+        dead=bool(dead),
+        lease_token=token,
     )

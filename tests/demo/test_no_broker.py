@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from aioproducer import Message, Store, StoreError
+from aioproducer import Backlog, Message, Store, StoreError
 from demo_app import Config, create_app, producer_of
 from tests.waiting import wait_until
 
@@ -33,6 +33,9 @@ class RefusingStore:
         raise StoreError("the store is down (test stub)")
 
     async def count(self) -> int:
+        raise StoreError("the store is down (test stub)")
+
+    async def backlog(self) -> Backlog:
         raise StoreError("the store is down (test stub)")
 
     async def close(self) -> None:

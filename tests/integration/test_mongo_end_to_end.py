@@ -1,75 +1,122 @@
-"""A producer on a MongoDB store: the broker stops, messages spill to MongoDB, and
-once the broker is back every one of them is replayed and the collection ends empty.
+"""A producer on a MongoDB store: with no broker to reach, messages spill to MongoDB;
+a producer that reaches the broker replays every one of them and the collection ends
+empty. The broker itself is never stopped: the first producer points at a port where
+nothing listens.
 
-MongoDB is the real server when ``AIOPRODUCER_TEST_MONGO_URL`` is set, otherwise the
-mongomock-motor stand-in (see ``tests/stores/backends.py``); the test id says which.
+MongoDB is nx-27017, a MongoDB wire-protocol server started for this module, and a
+real server as well when ``AIOPRODUCER_TEST_MONGO_URL`` is set; the test id says
+which. nx-27017 has no update pipelines, so its stores keep leases on the host's
+clock; on a real server they run on the server's clock.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Iterator
 
 import pytest
 
 from aioproducer._stores._mongo import MongoStore
-from tests.broker import broker_stopped, connection, wait_for_ids
+from tests.broker import connection, wait_for_ids
 from tests.integration.conftest import ProducerFactory
-from tests.stores.backends import MONGO_BACKEND, Backend, open_mongo_backend
+from tests.stores.backends import MONGO_BACKENDS, MONGO_NX, MONGO_URL
+from tests.stores.nx import NxServer, nx_executable
 from tests.waiting import run_without_suspending, store_is_empty, wait_until
 
-pytestmark = [pytest.mark.broker, pytest.mark.fault]
+pytestmark = [pytest.mark.broker]
+
+StoreFactory = Callable[[], MongoStore]
 
 
-@pytest.fixture(params=[MONGO_BACKEND])
-async def mongo(request: pytest.FixtureRequest) -> AsyncIterator[Backend]:
-    """A fresh MongoDB collection; ask for it before ``make_producer`` so the
+@pytest.fixture(scope="module")
+def nx_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NxServer]:
+    if nx_executable() is None:
+        pytest.skip(f"{MONGO_NX}: pip install nx-27017")
+    server = NxServer(tmp_path_factory.mktemp("nx-27017"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture(params=MONGO_BACKENDS)
+async def mongo(request: pytest.FixtureRequest) -> AsyncIterator[StoreFactory]:
+    """Stores on a fresh collection; ask for it before ``make_producer`` so the
     producers close (and write what they hold) before the collection goes away."""
-    async with open_mongo_backend(time.time) as backend:
-        yield backend
+    if request.param == MONGO_NX:
+        url: str = request.getfixturevalue("nx_module").url
+        clock: Callable[[], float] | None = time.time
+    else:
+        assert MONGO_URL is not None
+        url, clock = MONGO_URL, None
+    database = f"aioproducer_e2e_{os.urandom(6).hex()}"
+    made: list[MongoStore] = []
+
+    def make() -> MongoStore:
+        store = MongoStore.from_url(url, database, "spill", clock=clock)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        await store.close()
+    from pymongo import AsyncMongoClient
+
+    admin: AsyncMongoClient[dict[str, object]] = AsyncMongoClient(url, timeoutMS=10_000)
+    try:
+        await admin.drop_database(database)
+    finally:
+        await admin.close()
 
 
-async def test_outage_spills_to_mongo_and_replays_everything(
-    mongo: Backend, make_producer: ProducerFactory, queue: str
+@pytest.fixture
+def no_broker_url() -> Iterator[str]:
+    """An AMQP URL where nothing listens: a port held bound, never listening."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        yield f"amqp://guest:guest@127.0.0.1:{sock.getsockname()[1]}/"
+
+
+async def test_spills_to_mongo_and_another_producer_replays_everything(
+    mongo: StoreFactory,
+    make_producer: ProducerFactory,
+    no_broker_url: str,
+    queue: str,
 ) -> None:
-    store = mongo.make()
-    assert isinstance(store, MongoStore)
-    producer = make_producer(store=store, spill_after=0.5)
-    await producer.start()
-    await wait_until(lambda: producer.stats().connected, what="first connection")
+    store = mongo()
+    cut_off = make_producer(no_broker_url, store=store, spill_after=0.5)
+    await cut_off.start()
+    ids = {run_without_suspending(cut_off.publish({"n": n}, routing_key=queue)) for n in range(300)}
+    await wait_until(
+        lambda: cut_off.stats().spilled >= len(ids), timeout=60, what="all spilled to MongoDB"
+    )
+    assert await store.count() == len(ids)
+    await cut_off.close(timeout=1)
 
-    async with broker_stopped():
-        ids = {
-            run_without_suspending(producer.publish({"n": n}, routing_key=queue))
-            for n in range(300)
-        }
-        await wait_until(
-            lambda: producer.stats().spilled >= len(ids), timeout=60, what="all spilled"
-        )
-        assert await store.count() == len(ids)
-
+    replayer = make_producer(store=mongo())
+    await replayer.start()
     async with connection() as conn:
         await wait_for_ids(conn, queue, ids, timeout=90)
     await wait_until(store_is_empty(store), timeout=60, what="collection drained")
-    stats = producer.stats()
-    assert stats.spilled == len(ids)
-    assert stats.replayed == len(ids)
-    assert stats.exported == 0
+    assert replayer.stats().replayed >= len(ids)
+    assert cut_off.stats().exported == 0
 
 
 async def test_two_producers_share_one_collection_and_replay_its_backlog(
-    mongo: Backend, make_producer: ProducerFactory, queue: str
+    mongo: StoreFactory, make_producer: ProducerFactory, no_broker_url: str, queue: str
 ) -> None:
-    first = make_producer(store=mongo.make(), spill_after=3600)
-    async with broker_stopped():
-        await first.start()
-        ids = {await first.publish({"n": n}, routing_key=queue) for n in range(400)}
-        await first.close(timeout=0.5)  # nothing delivered: everything goes to MongoDB
-        assert first.stats().spilled == len(ids)
-        assert await mongo.make().count() == len(ids)
+    first = make_producer(no_broker_url, store=mongo(), spill_after=3600)
+    await first.start()
+    ids = {await first.publish({"n": n}, routing_key=queue) for n in range(400)}
+    await first.close(timeout=0.5)  # nothing delivered: everything goes to MongoDB
+    assert first.stats().spilled == len(ids)
+    assert await mongo().count() == len(ids)
 
-    a = make_producer(store=mongo.make())
-    b = make_producer(store=mongo.make())
+    a = make_producer(store=mongo())
+    b = make_producer(store=mongo())
     await a.start()
     await b.start()
     async with connection() as conn:

@@ -1,9 +1,14 @@
-"""Fixtures for the store contract suite: every store, on a fresh backing each test."""
+"""Fixtures for the store tests: every store, on a fresh backing each test.
+
+MongoDB runs as nx-27017 (one server per test module for the contract suite, one
+per test where a test kills, freezes or restarts it), and as a real server too
+when ``AIOPRODUCER_TEST_MONGO_URL`` is set.
+"""
 
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -13,17 +18,61 @@ from aioproducer._message import Message
 from aioproducer._stores._base import Store
 
 from .backends import (
-    MONGO_BACKEND,
+    MONGO_BACKENDS,
+    MONGO_NX,
+    MONGO_REAL,
+    MONGO_URL,
     Backend,
     FakeClock,
     mongo_backend_line,
     open_mongo_backend,
     open_sqlite_backend,
 )
+from .nx import NxServer, nx_executable
+
+#: Figures the tests measure (never assert): the longest store call seen, by case.
+FIGURES: dict[str, float] = {}
 
 
 def pytest_terminal_summary(terminalreporter: Any) -> None:
     terminalreporter.write_line(mongo_backend_line())
+    for name, value in sorted(FIGURES.items()):
+        terminalreporter.write_line(f"store figure: {name} = {value:g}")
+
+
+@pytest.fixture
+def figures() -> dict[str, float]:
+    """Record a figure: the largest value given under one name is reported."""
+    return FIGURES
+
+
+def _need_nx() -> None:
+    if nx_executable() is None:
+        pytest.skip(f"{MONGO_NX}: pip install nx-27017")
+
+
+@pytest.fixture(scope="module")
+def nx_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NxServer]:
+    """One nx-27017 server for a test module; each test uses a database of its own."""
+    _need_nx()
+    server = NxServer(tmp_path_factory.mktemp("nx-27017"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def nx_server(tmp_path: Path) -> Iterator[NxServer]:
+    """An nx-27017 server of this test's own, to kill, freeze or restart."""
+    _need_nx()
+    server = NxServer(tmp_path / "nx-27017")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
 
 
 @pytest.fixture
@@ -32,16 +81,35 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
-@pytest.fixture(params=["sqlite", MONGO_BACKEND])
+async def _open(
+    request: pytest.FixtureRequest, name: str, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Backend]:
+    if name == "sqlite":
+        opened = open_sqlite_backend(tmp_path / "spill.db", clock)
+    elif name == MONGO_REAL:
+        assert MONGO_URL is not None
+        opened = open_mongo_backend(MONGO_REAL, MONGO_URL, clock)
+    else:
+        server: NxServer = request.getfixturevalue("nx_module")
+        opened = open_mongo_backend(MONGO_NX, server.url, clock)
+    async with opened as backend:
+        yield backend
+
+
+@pytest.fixture(params=["sqlite", *MONGO_BACKENDS])
 async def backend(
     request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
 ) -> AsyncIterator[Backend]:
-    opened = (
-        open_sqlite_backend(tmp_path / "spill.db", clock)
-        if request.param == "sqlite"
-        else open_mongo_backend(clock)
-    )
-    async with opened as backend:
+    async for backend in _open(request, request.param, tmp_path, clock):
+        yield backend
+
+
+@pytest.fixture(params=MONGO_BACKENDS)
+async def mongo_backend(
+    request: pytest.FixtureRequest, tmp_path: Path, clock: FakeClock
+) -> AsyncIterator[Backend]:
+    """A MongoDB backend alone: nx-27017, and the real server if configured."""
+    async for backend in _open(request, request.param, tmp_path, clock):
         yield backend
 
 
@@ -78,10 +146,3 @@ class Messages:
 @pytest.fixture
 def messages(clock: FakeClock) -> Messages:
     return Messages(clock)
-
-
-@pytest.fixture
-async def mongo_backend(clock: FakeClock) -> AsyncIterator[Backend]:
-    """The MongoDB backend alone: the real server if configured, else the stand-in."""
-    async with open_mongo_backend(clock) as backend:
-        yield backend

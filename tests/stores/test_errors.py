@@ -1,8 +1,11 @@
-"""A failing database surfaces as StoreError, naming the operation, never as a driver error."""
+"""Every failure of a store surfaces as StoreError: StoreUnavailable (retry) or
+StoreRejected (isolate the message), with a short text free of bodies and headers,
+and the driver's exception chained."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
@@ -11,16 +14,31 @@ from typing import Any
 from urllib.parse import quote
 
 import pytest
-from pymongo.errors import AutoReconnect, BulkWriteError, PyMongoError
+from bson.errors import InvalidDocument
+from pymongo.errors import (
+    AutoReconnect,
+    BulkWriteError,
+    ConfigurationError,
+    DocumentTooLarge,
+    ExecutionTimeout,
+    NetworkTimeout,
+    OperationFailure,
+    PyMongoError,
+    ServerSelectionTimeoutError,
+    WriteConcernError,
+    WriteError,
+    WTimeoutError,
+)
 
-from aioproducer._exceptions import ProducerError, StoreError
+from aioproducer._exceptions import ProducerError, StoreError, StoreRejected, StoreUnavailable
 from aioproducer._message import Message
 from aioproducer._stores._base import Store
+from aioproducer._stores._errors import MAX_ERROR_TEXT
 from aioproducer._stores._mongo import MongoCursor, MongoStore
 from aioproducer._stores._sqlite import SQLiteStore
 
-from .backends import FakeClock
-from .conftest import Messages
+from .backends import Backend, FakeClock
+from .conftest import FIGURES, Messages
 
 Operation = Callable[[Store, Message], Awaitable[object]]
 
@@ -30,7 +48,32 @@ OPERATIONS: dict[str, Operation] = {
     "ack": lambda store, m: store.ack([m.message_id]),
     "release": lambda store, m: store.release("a", [m]),
     "count": lambda store, m: store.count(),
+    "backlog": lambda store, m: store.backlog(),
 }
+
+SECRET = "Bearer s3cr3t-t0ken-4f9a"
+SECRET_BODY = b"card=4111111111111111"
+
+
+def secret_message(messages: Messages, **fields: Any) -> Message:
+    """A message whose body and Authorization header must never reach an error text."""
+    values: dict[str, Any] = {
+        "body": SECRET_BODY * 10,
+        "headers": {"Authorization": SECRET},
+        "lease_token": "t",
+    }
+    values.update(fields)
+    return messages(**values)
+
+
+def assert_clean(error: BaseException) -> None:
+    """Short, and free of the planted body and header value."""
+    text = str(error)
+    FIGURES["longest StoreError text (chars)"] = max(
+        FIGURES.get("longest StoreError text (chars)", 0), len(text)
+    )
+    assert len(text) <= MAX_ERROR_TEXT, text
+    assert SECRET not in text and SECRET_BODY.decode() not in text
 
 
 def unreachable_url(tmp_path: Path) -> str:
@@ -64,52 +107,107 @@ async def settle_aiosqlite_threads() -> None:
             await asyncio.to_thread(thread.join, 10)
 
 
+# SQLite
+
+
 @pytest.mark.parametrize("how", ["missing-directory", "not-a-database"])
 @pytest.mark.parametrize("operation", OPERATIONS)
-async def test_sqlite_broken_file(tmp_path: Path, operation: str, how: str) -> None:
+async def test_sqlite_broken_file_is_unavailable(tmp_path: Path, operation: str, how: str) -> None:
     store = SQLiteStore(broken_sqlite_path(tmp_path, how))
     try:
-        with pytest.raises(StoreError, match=rf"SQLite {operation} on .* failed") as raised:
+        with pytest.raises(StoreUnavailable, match=rf"SQLite {operation} on .* failed") as raised:
             await OPERATIONS[operation](store, Messages(FakeClock())())
         assert isinstance(raised.value, ProducerError)
         assert isinstance(raised.value.__cause__, sqlite3.Error | OSError)
+        assert_clean(raised.value)
         await store.close()
     finally:
         await settle_aiosqlite_threads()
 
 
+async def test_sqlite_locked_database_is_unavailable(tmp_path: Path) -> None:
+    path = tmp_path / "spill.db"
+    store = SQLiteStore(path, busy_timeout=0.05)
+    await store.count()
+    holder = sqlite3.connect(path, isolation_level=None)
+    try:
+        holder.execute("BEGIN EXCLUSIVE")
+        with pytest.raises(StoreUnavailable, match="locked") as raised:
+            await store.put([secret_message(Messages(FakeClock()))])
+        assert isinstance(raised.value.__cause__, sqlite3.OperationalError)
+        assert_clean(raised.value)
+    finally:
+        holder.close()
+        await store.close()
+
+
+@pytest.mark.parametrize(
+    ("fields", "cause"),
+    [
+        pytest.param({"routing_key": "orders.\ud800"}, UnicodeEncodeError, id="surrogate"),
+        pytest.param({"attempts": 2**70}, OverflowError, id="integer-overflow"),
+    ],
+)
+async def test_sqlite_refuses_values_it_cannot_hold(
+    tmp_path: Path, fields: dict[str, Any], cause: type[Exception]
+) -> None:
+    store = SQLiteStore(tmp_path / "spill.db")
+    messages = Messages(FakeClock())
+    with pytest.raises(StoreRejected, match=r"SQLite put on .* failed") as raised:
+        await store.put([secret_message(messages), secret_message(messages, **fields)])
+    assert isinstance(raised.value.__cause__, cause)
+    assert_clean(raised.value)
+    assert await store.count() == 0  # the batch is written whole or not at all
+    await store.close()
+
+
+# MongoDB: the real driver, against a server that is not there
+
+
 @pytest.mark.parametrize("operation", OPERATIONS)
-async def test_mongo_server_unreachable(tmp_path: Path, operation: str) -> None:
-    store = MongoStore.from_url(unreachable_url(tmp_path), serverSelectionTimeoutMS=50)
-    with pytest.raises(StoreError, match=rf"MongoDB {operation} on .* failed") as raised:
-        await OPERATIONS[operation](store, Messages(FakeClock())())
-    assert isinstance(raised.value, ProducerError)
+async def test_mongo_server_unreachable_is_unavailable(tmp_path: Path, operation: str) -> None:
+    store = MongoStore.from_url(unreachable_url(tmp_path), timeoutMS=100)
+    with pytest.raises(StoreUnavailable, match=rf"MongoDB {operation} on .* failed") as raised:
+        await OPERATIONS[operation](store, secret_message(Messages(FakeClock())))
     assert isinstance(raised.value.__cause__, PyMongoError)
+    assert_clean(raised.value)
     await store.close()
 
 
 async def test_mongo_store_retries_with_a_fresh_client_after_failing(tmp_path: Path) -> None:
-    store = MongoStore.from_url(unreachable_url(tmp_path), serverSelectionTimeoutMS=50)
+    store = MongoStore.from_url(unreachable_url(tmp_path), timeoutMS=100)
     for _ in range(2):
-        with pytest.raises(StoreError, match="No such file"):
+        with pytest.raises(StoreUnavailable, match="No such file"):
             await store.count()
     await store.close()
     await store.close()
 
 
-@pytest.mark.parametrize("operation", OPERATIONS)
-async def test_mongo_driver_errors_are_translated(operation: str) -> None:
-    store = MongoStore(_Failing(AutoReconnect("connection reset by peer")))
-    with pytest.raises(StoreError, match=rf"MongoDB {operation} on .* failed") as raised:
-        await OPERATIONS[operation](store, Messages(FakeClock())())
-    assert isinstance(raised.value.__cause__, AutoReconnect)
-    await store.close()
+def test_a_bad_url_is_a_value_error_that_hides_the_password() -> None:
+    for url in (
+        "http://admin:hunter2-pw@127.0.0.1/",
+        "mongodb://admin:hunter2-pw@127.0.0.1:notaport/",
+        "mongodb://admin:hunter2-pw@/",
+    ):
+        with pytest.raises(ValueError, match="invalid MongoDB URL") as raised:
+            MongoStore.from_url(url)
+        assert "hunter2-pw" not in str(raised.value)
+        assert raised.value.__cause__ is None  # the driver's text may quote the URL
+
+
+# MongoDB: each kind of failure, mapped by class
 
 
 def _bulk_error(*codes: int, write_concern_error: bool = False) -> BulkWriteError:
     details: dict[str, Any] = {
         "writeErrors": [
-            {"index": i, "code": code, "errmsg": f"E{code}"} for i, code in enumerate(codes)
+            {
+                "index": i,
+                "code": code,
+                "errmsg": f"E{code} failed on {{ headers: {{ Authorization: {SECRET!r} }} }}",
+                "op": {"_id": f"m{i}", "body": SECRET_BODY, "headers": {"Authorization": SECRET}},
+            }
+            for i, code in enumerate(codes)
         ],
         "writeConcernErrors": [{"code": 64, "errmsg": "waiting for replication timed out"}]
         if write_concern_error
@@ -119,34 +217,115 @@ def _bulk_error(*codes: int, write_concern_error: bool = False) -> BulkWriteErro
     return BulkWriteError(details)
 
 
+def _failure(code: int, cls: type[OperationFailure] = OperationFailure) -> OperationFailure:
+    return cls(f"failed on {SECRET}", code, {"code": code, "errmsg": SECRET, "codeName": "X"})
+
+
+MAPPED: list[Any] = [
+    pytest.param(AutoReconnect("connection reset by peer"), StoreUnavailable, id="auto-reconnect"),
+    pytest.param(NetworkTimeout("timed out"), StoreUnavailable, id="network-timeout"),
+    pytest.param(ServerSelectionTimeoutError("no server"), StoreUnavailable, id="selection"),
+    pytest.param(_failure(50, ExecutionTimeout), StoreUnavailable, id="execution-timeout"),
+    pytest.param(_failure(64, WTimeoutError), StoreUnavailable, id="write-concern-timeout"),
+    pytest.param(_failure(100, WriteConcernError), StoreUnavailable, id="write-concern"),
+    pytest.param(_failure(18), StoreUnavailable, id="authentication-failed"),
+    pytest.param(_failure(189), StoreUnavailable, id="primary-stepped-down"),
+    pytest.param(_failure(121), StoreRejected, id="validation"),
+    pytest.param(_failure(10334), StoreRejected, id="bson-object-too-large"),
+    pytest.param(_failure(121, WriteError), StoreRejected, id="write-error"),
+    pytest.param(DocumentTooLarge("BSON document too large"), StoreRejected, id="too-large"),
+    pytest.param(InvalidDocument(f"cannot encode {SECRET}"), StoreRejected, id="invalid-doc"),
+    pytest.param(KeyError("saslSupportedMechs"), StoreUnavailable, id="auth-key-error"),
+    pytest.param(ConfigurationError("bad option"), StoreUnavailable, id="configuration"),
+    pytest.param(ConnectionResetError(104, "reset"), StoreUnavailable, id="os-error"),
+    pytest.param(RuntimeError(SECRET), StoreError, id="anything-else"),
+]
+
+
+@pytest.mark.parametrize(("error", "expected"), MAPPED)
+@pytest.mark.parametrize("operation", OPERATIONS)
+async def test_mongo_errors_are_mapped_by_class(
+    operation: str, error: Exception, expected: type[StoreError]
+) -> None:
+    store = MongoStore(_Failing(error), clock=FakeClock())
+    with pytest.raises(StoreError, match=rf"MongoDB {operation} on \S+ failed") as raised:
+        await OPERATIONS[operation](store, secret_message(Messages(FakeClock())))
+    assert type(raised.value) is expected
+    assert raised.value.__cause__ is error
+    assert_clean(raised.value)
+    await store.close()
+
+
 async def test_put_ignores_duplicate_keys() -> None:
-    store = MongoStore(_Failing(insert_error=_bulk_error(11000, 11000)))
+    store = MongoStore(_Failing(insert_error=_bulk_error(11000, 11000)), clock=FakeClock())
     await store.put(Messages(FakeClock()).many(2))
 
 
 @pytest.mark.parametrize(
-    "error",
+    ("error", "expected"),
     [
-        pytest.param(_bulk_error(11000, 121), id="duplicate-and-validation"),
-        pytest.param(_bulk_error(121), id="validation"),
-        pytest.param(_bulk_error(11000, write_concern_error=True), id="write-concern"),
+        pytest.param(_bulk_error(11000, 121), StoreRejected, id="duplicate-and-validation"),
+        pytest.param(_bulk_error(121), StoreRejected, id="validation"),
+        pytest.param(
+            _bulk_error(11000, write_concern_error=True), StoreUnavailable, id="write-concern"
+        ),
     ],
 )
-async def test_put_fails_on_any_other_write_error(error: BulkWriteError) -> None:
-    store = MongoStore(_Failing(insert_error=error))
-    with pytest.raises(StoreError, match=r"MongoDB put on .* failed") as raised:
+async def test_put_fails_on_any_other_write_error(
+    error: BulkWriteError, expected: type[StoreError]
+) -> None:
+    store = MongoStore(_Failing(insert_error=error), clock=FakeClock())
+    with pytest.raises(expected, match=r"MongoDB put on .* failed") as raised:
         await store.put(Messages(FakeClock()).many(2))
     assert raised.value.__cause__ is error
+    assert_clean(raised.value)
+
+
+async def test_a_bulk_error_of_500_messages_is_short_and_secret_free(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The driver's text for this error quotes every failed document."""
+    error = _bulk_error(*([121] * 499), 11000)
+    assert len(str(error)) > 100_000 and SECRET in str(error)
+    store = MongoStore(_Failing(insert_error=error), clock=FakeClock())
+    messages = Messages(FakeClock())
+    with caplog.at_level(logging.DEBUG, logger="aioproducer"):
+        with pytest.raises(StoreRejected, match="refused 499 of the batch") as raised:
+            await store.put([secret_message(messages, body=b"x" * 256) for _ in range(500)])
+    assert "121" in str(raised.value)
+    assert_clean(raised.value)
+    assert SECRET not in caplog.text
+
+
+# MongoDB: the real driver against nx-27017
+
+
+async def test_a_document_too_large_is_rejected_through_the_driver(
+    mongo_backend: Backend,
+) -> None:
+    """Over the largest wire message (48 MB), which the driver itself refuses:
+    nx-27017 has no document size limit of its own to show the 16 MiB one."""
+    store = mongo_backend.make()
+    messages = Messages(FakeClock())
+    too_big = secret_message(messages, body=SECRET_BODY * (49_000_000 // len(SECRET_BODY)))
+    with pytest.raises(StoreRejected, match=r"MongoDB put on .* failed") as raised:
+        await store.put([secret_message(messages), too_big])
+    assert isinstance(raised.value.__cause__, DocumentTooLarge | BulkWriteError)
+    assert_clean(raised.value)
 
 
 class _Failing:
     """A collection whose operations fail with ``error`` (index creation works)."""
 
     def __init__(
-        self, error: PyMongoError | None = None, *, insert_error: PyMongoError | None = None
+        self, error: Exception | None = None, *, insert_error: Exception | None = None
     ) -> None:
         self.error = error
         self.insert_error = insert_error or error
+
+    @property
+    def full_name(self) -> str:
+        return "db.failing"
 
     def with_options(self, **options: Any) -> _Failing:
         return self
@@ -165,7 +344,15 @@ class _Failing:
             raise self.insert_error
         return None
 
-    async def update_many(self, filter: Mapping[str, Any], update: Mapping[str, Any], /) -> object:
+    async def find_one_and_update(
+        self,
+        filter: Mapping[str, Any],
+        update: Any,
+        /,
+        *,
+        sort: Any = None,
+        return_document: bool = False,
+    ) -> dict[str, Any] | None:
         await self._fail()
         return None
 
@@ -178,6 +365,10 @@ class _Failing:
         return None
 
     async def count_documents(self, filter: Mapping[str, Any], /) -> int:
+        await self._fail()
+        return 0
+
+    async def estimated_document_count(self) -> int:
         await self._fail()
         return 0
 

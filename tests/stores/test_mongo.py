@@ -1,28 +1,34 @@
-"""MongoStore beyond the shared contract: documents, indexes, options, the claim race."""
+"""MongoStore beyond the shared contract: options, documents, indexes, and a server
+that is down, frozen or restarted (nx-27017, driven through the real driver)."""
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import subprocess
 import sys
 import textwrap
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pymongo import ReadPreference, WriteConcern
 
-from aioproducer._exceptions import StoreError
+from aioproducer._exceptions import StoreUnavailable
 from aioproducer._stores._mongo import (
     CLAIM_INDEX_KEYS,
-    CLAIM_INDEX_NAME,
+    DEFAULT_TIMEOUTS_MS,
     MongoCollection,
-    MongoCursor,
     MongoStore,
 )
+from aioproducer._stores._sqlite import SQLiteStore
+from tests.waiting import wait_until
 
-from .backends import MONGO_CLIENT_KWARGS, MONGO_URL, Backend, FakeClock, StandInCollection
+from .backends import MONGO_NX, MONGO_URL, NO_PIPELINES, Backend, FakeClock
 from .conftest import Messages
+from .nx import NxServer
 
 LEASE = 30.0
 
@@ -31,11 +37,34 @@ def test_from_url_does_no_io_and_needs_no_event_loop() -> None:
     store = MongoStore.from_url("mongodb://127.0.0.1:1/", "db", "coll")
     assert repr(store) == "MongoStore('db.coll')"
     assert store.write_concern == WriteConcern(w="majority", j=True)
+    assert store.server_clock
 
 
-def test_from_url_checks_the_url_at_once() -> None:
-    with pytest.raises(StoreError, match="configuration"):
-        MongoStore.from_url("http://127.0.0.1/")
+def test_from_url_bounds_every_wait_by_default() -> None:
+    store = MongoStore.from_url("mongodb://127.0.0.1:1/")
+    options = store._client.options if store._client else None
+    assert options is not None
+    seconds = {name: ms / 1000 for name, ms in DEFAULT_TIMEOUTS_MS.items()}
+    assert options.server_selection_timeout == seconds["serverSelectionTimeoutMS"]
+    assert options.pool_options.connect_timeout == seconds["connectTimeoutMS"]
+    assert options.timeout == seconds["timeoutMS"]
+    assert store.timeout == options.timeout  # also bounds each store call as a whole
+
+
+@pytest.mark.parametrize(
+    ("url", "kwargs"),
+    [
+        pytest.param("mongodb://127.0.0.1:1/", {"timeoutMS": 1500, "connectTimeoutMS": 700}),
+        pytest.param("mongodb://127.0.0.1:1/?timeoutms=1500&connectTimeoutMS=700", {}),
+    ],
+    ids=["keyword", "url"],
+)
+def test_from_url_leaves_the_users_timeouts(url: str, kwargs: dict[str, Any]) -> None:
+    store = MongoStore.from_url(url, **kwargs)
+    assert store._client is not None
+    assert store._client.options.timeout == 1.5
+    assert store._client.options.pool_options.connect_timeout == 0.7
+    assert store.timeout == 1.5
 
 
 def test_from_url_without_pymongo_says_what_to_install(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -69,21 +98,24 @@ def test_the_package_imports_without_pymongo() -> None:
     assert "pip install 'aioproducer[mongo]'" in done.stdout
 
 
-async def test_write_concern_and_read_preference() -> None:
-    from mongomock_motor import AsyncMongoMockClient
+def test_the_largest_body_leaves_room_for_the_envelope() -> None:
+    """Headers may take six times their 64 KiB wire size as escaped JSON."""
+    assert MongoStore.max_body_size + 6 * 64 * 1024 + 64 * 1024 <= 16 * 1024 * 1024
+    assert SQLiteStore.max_body_size + 6 * 64 * 1024 + 64 * 1024 <= 1_000_000_000
 
-    client: Any = AsyncMongoMockClient()
-    default = StandInCollection(client["db"]["default"])
-    custom = StandInCollection(client["db"]["custom"])
+
+async def test_write_concern_and_read_preference(mongo_backend: Backend) -> None:
+    default = cast(MongoCollection, _Recording(mongo_backend.collection))
+    custom = cast(MongoCollection, _Recording(mongo_backend.collection))
     stores = [MongoStore(default), MongoStore(custom, write_concern=WriteConcern(w=1))]
     for store in stores:
         await store.count()
         await store.close()
-    assert default.options == {
+    assert cast(_Recording, default).options == {
         "read_preference": ReadPreference.PRIMARY,
         "write_concern": WriteConcern(w="majority", j=True),
     }
-    assert custom.options["write_concern"] == WriteConcern(w=1)
+    assert cast(_Recording, custom).options["write_concern"] == WriteConcern(w=1)
 
 
 async def test_claim_index_is_created_on_first_use(mongo_backend: Backend) -> None:
@@ -91,15 +123,18 @@ async def test_claim_index_is_created_on_first_use(mongo_backend: Backend) -> No
     await store.count()
     await store.close()
     await store.count()  # reopening creates it again: a no-op
-    indexes = await _raw(mongo_backend).index_information()
-    assert indexes[CLAIM_INDEX_NAME]["key"] == CLAIM_INDEX_KEYS
+    indexes = await mongo_backend.collection.index_information()
+    # nx-27017 names indexes its own way: look for the keys.
+    assert [tuple(k) for k in CLAIM_INDEX_KEYS] in [
+        [tuple(k) for k in index["key"]] for index in indexes.values()
+    ]
 
 
 async def test_document_layout(mongo_backend: Backend, clock: FakeClock) -> None:
     store = mongo_backend.make()
     message = Messages(clock)(body=b"\x00\xff", headers={"k": b"v"}, timestamp=1_700_000_000.25)
     await store.put([message])
-    raw = _raw(mongo_backend)
+    raw = mongo_backend.collection
 
     doc = await raw.find_one({"_id": message.message_id})
     assert doc == {
@@ -114,20 +149,21 @@ async def test_document_layout(mongo_backend: Backend, clock: FakeClock) -> None
         "attempts": 0,
         "last_error": None,
         "due_at": 0.0,
+        "dead": False,
         "lease_owner": None,
         "lease_until": 0.0,
-        "claim_token": None,
+        "lease_token": None,
     }
 
     (claimed,) = await store.claim("owner-1", limit=1, lease=LEASE)
     doc = await raw.find_one({"_id": message.message_id})
     assert doc["lease_owner"] == "owner-1"
     assert doc["lease_until"] == clock.now + LEASE
-    assert isinstance(doc["claim_token"], str)
+    assert doc["lease_token"] == claimed.lease_token
 
     await store.release("owner-1", [claimed])
     doc = await raw.find_one({"_id": message.message_id})
-    assert (doc["lease_owner"], doc["lease_until"], doc["claim_token"]) == (None, 0.0, None)
+    assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
 
 
 async def test_closing_a_store_leaves_the_callers_client_open(
@@ -142,40 +178,212 @@ async def test_closing_a_store_leaves_the_callers_client_open(
     await store.close()
 
 
-@pytest.mark.parametrize("taken", [2, 5])
-async def test_candidates_taken_between_find_and_update_are_not_claimed_twice(
-    mongo_backend: Backend, taken: int, clock: FakeClock
+async def test_an_empty_claim_means_no_due_message_was_free(
+    mongo_backend: Backend, clock: FakeClock
 ) -> None:
-    """Another claim runs between this claim's find and its update (the race window)."""
-    batch = Messages(clock).many(5)
-    other = mongo_backend.make()
-    await other.put(batch)
-    got_by_other: list[str] = []
+    """Claimers racing for the same oldest messages: none comes back empty while a
+    due message is still free (leases are long and never released here, so the
+    number of free messages only falls)."""
+    stores = [mongo_backend.make() for _ in range(4)]
+    await stores[0].put(Messages(clock).many(400))
+    empty_while_due: list[int] = []
 
-    async def other_claims() -> None:
-        got_by_other.extend(m.message_id for m in await other.claim("b", limit=taken, lease=LEASE))
+    async def claimer(n: int) -> int:
+        store = stores[n % len(stores)]
+        got = 0
+        while batch := await store.claim(f"owner-{n}", limit=10, lease=600.0):
+            got += len(batch)
+        due = (await store.backlog()).due
+        if due:
+            empty_while_due.append(due)
+        return got
 
-    racing = _BeforeUpdate(mongo_backend.collection, other_claims)
-    store = MongoStore(racing, clock=clock)
-    got = [m.message_id for m in await store.claim("a", limit=5, lease=LEASE)]
-    await store.close()
+    counts = await asyncio.gather(*(claimer(n) for n in range(12)))
+    assert sum(counts) == 400
+    assert empty_while_due == []
 
-    all_ids = [m.message_id for m in batch]
-    assert got_by_other == all_ids[:taken]
-    assert got == all_ids[taken:]
+
+# Server-clock leases: MongoDB only
+
+
+async def test_leases_run_on_the_servers_clock(
+    mongo_backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if mongo_backend.name == MONGO_NX:
+        pytest.skip(NO_PIPELINES)
+    messages = Messages(time.time)
+    store = MongoStore.from_url(mongo_backend.url, mongo_backend.database, "server_clock")
+    ahead = MongoStore.from_url(mongo_backend.url, mongo_backend.database, "server_clock")
+    try:
+        await store.put(messages.many(3))
+        claimed = await store.claim("a", limit=10, lease=60.0)
+        assert len(claimed) == 3
+        # A host whose clock runs an hour ahead sees the lease as the server does.
+        real_time = time.time
+        monkeypatch.setattr("aioproducer._stores._mongo.time.time", lambda: real_time() + 3600)
+        assert await ahead.claim("b", limit=10, lease=60.0) == []
+        monkeypatch.undo()
+        await store.release("a", claimed[:1])
+        assert len(await ahead.claim("b", limit=10, lease=0.3)) == 1
+
+        async def lease_expired() -> bool:
+            return len(await store.claim("c", limit=10, lease=60.0)) == 1
+
+        await wait_until(lease_expired, timeout=30, what="a 0.3 s lease to expire on the server")
+        backlog = await store.backlog()
+        assert (backlog.total, backlog.leased, backlog.due) == (3, 3, 0)
+    finally:
+        await store.close()
+        await ahead.close()
+
+
+async def test_nx_27017_cannot_run_server_clock_claims(nx_module: NxServer) -> None:
+    """What the tests work around by giving nx-27017 stores a clock: no update pipelines."""
+    database = f"pipelines_{time.time_ns()}"
+    store = MongoStore.from_url(nx_module.url, database, "spill")
+    try:
+        await store.put(Messages(time.time).many(1))
+        with pytest.raises(StoreUnavailable):
+            await store.claim("a", limit=1, lease=LEASE)
+    finally:
+        await store.close()
+
+
+# A server that is down, frozen or restarted
+
+
+async def _timed(call: Awaitable[object]) -> tuple[float, BaseException | None]:
+    began = time.monotonic()
+    try:
+        await call
+    except Exception as exc:
+        return time.monotonic() - began, exc
+    return time.monotonic() - began, None
+
+
+def _record(figures: dict[str, float], name: str, seconds: float) -> None:
+    figures[name] = max(figures.get(name, 0.0), seconds)
+
+
+async def test_server_down_every_call_fails_as_unavailable_within_the_bound(
+    nx_server: NxServer, figures: dict[str, float]
+) -> None:
+    """Default timeouts: how long each call took is reported as a figure."""
+    nx_server.kill()
+    store = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time)
+    message = Messages(time.time)()
+    try:
+        results = await asyncio.gather(
+            _timed(store.put([message])), _timed(store.claim("a", limit=10, lease=LEASE))
+        )
+        for seconds, error in results:
+            assert isinstance(error, StoreUnavailable), error
+            _record(figures, "longest store call, server down (s)", seconds)
+    finally:
+        await store.close()
+
+
+async def test_concurrent_first_callers_share_one_open_attempt(
+    nx_server: NxServer, figures: dict[str, float]
+) -> None:
+    nx_server.kill()
+    store = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time)
+    clients: list[object] = []
+    connect = store._connect
+    assert connect is not None
+
+    def counting_connect() -> Any:
+        client = connect()
+        clients.append(client)
+        return client
+
+    store._connect = counting_connect
+    try:
+        results = await asyncio.gather(*(_timed(store.count()) for _ in range(5)))
+        assert all(isinstance(error, StoreUnavailable) for _, error in results)
+        assert clients == []  # one attempt, on the client from_url made
+        _record(
+            figures,
+            "longest of 5 concurrent first calls, server down (s)",
+            max(seconds for seconds, _ in results),
+        )
+    finally:
+        await store.close()
+
+
+# PyMongo's async driver leaks the socket of a connect it cancels (PYTHON-5867).
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnraisableExceptionWarning")
+@pytest.mark.filterwarnings("ignore::ResourceWarning")
+async def test_frozen_server_is_cut_off_by_the_operation_timeout(
+    nx_server: NxServer, figures: dict[str, float]
+) -> None:
+    """SIGSTOP: connections are accepted, nothing answers. Default timeouts."""
+    opened = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time)
+    fresh = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time)
+    messages = Messages(time.time)
+    try:
+        await opened.put(messages.many(2))
+        nx_server.freeze()
+        results = await asyncio.gather(
+            _timed(opened.put(messages.many(1))),
+            _timed(opened.claim("a", limit=10, lease=LEASE)),
+            _timed(fresh.count()),  # first use: the handshake gets no answer
+        )
+        for seconds, error in results:
+            assert isinstance(error, StoreUnavailable), error
+            _record(figures, "longest store call, server frozen (s)", seconds)
+        nx_server.thaw()
+
+        async def answers() -> bool:
+            try:
+                return await opened.count() >= 2
+            except StoreUnavailable:
+                return False
+
+        await wait_until(answers, timeout=60, what="the thawed server to answer")
+        assert len(await fresh.claim("a", limit=10, lease=LEASE)) >= 2
+    finally:
+        nx_server.thaw()
+        await opened.close()
+        await fresh.close()
+        gc.collect()  # the leaked socket is reported here, under this test's filters
+
+
+async def test_restarted_server_serves_the_messages_again(nx_server: NxServer) -> None:
+    store = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time, timeoutMS=1000)
+    messages = Messages(time.time)
+    batch = messages.many(5)
+    try:
+        await store.put(batch)
+        nx_server.kill()
+        with pytest.raises(StoreUnavailable):
+            await store.put(messages.many(1))
+        nx_server.start()
+
+        async def answers() -> bool:
+            try:
+                return await store.count() == 5
+            except StoreUnavailable:
+                return False
+
+        await wait_until(answers, timeout=60, what="the restarted server to answer")
+        claimed = await store.claim("a", limit=10, lease=LEASE)
+        assert sorted(m.message_id for m in claimed) == sorted(m.message_id for m in batch)
+    finally:
+        await store.close()
 
 
 @pytest.mark.skipif(MONGO_URL is None, reason="Motor against a real server only")
 async def test_a_motor_collection_works(mongo_backend: Backend, clock: FakeClock) -> None:
     from motor.motor_asyncio import AsyncIOMotorClient
 
-    assert MONGO_URL is not None
-    database = mongo_backend.collection.database.name
+    if mongo_backend.name == MONGO_NX:
+        pytest.skip("Motor is tested against the real server")
     client: AsyncIOMotorClient[dict[str, Any]] = AsyncIOMotorClient(
-        MONGO_URL, **MONGO_CLIENT_KWARGS
+        mongo_backend.url, serverSelectionTimeoutMS=5000
     )
     try:
-        store = MongoStore(client[database]["motor"], clock=clock)
+        store = MongoStore(client[mongo_backend.database]["motor"], clock=clock)
         batch = Messages(clock).many(3)
         await store.put(batch)
         await store.put(batch[:1])
@@ -189,56 +397,79 @@ async def test_a_motor_collection_works(mongo_backend: Backend, clock: FakeClock
         client.close()
 
 
-def _raw(backend: Backend) -> Any:
-    """The driver collection under the backend, for reading documents as stored."""
-    collection = backend.collection
-    return collection.raw if isinstance(collection, StandInCollection) else collection
+class _Recording:
+    """A driver collection that records the options the store asks for."""
 
-
-class _BeforeUpdate:
-    """A collection that runs ``hook`` once, just before the first ``update_many``."""
-
-    def __init__(self, inner: MongoCollection, hook: Callable[[], Awaitable[None]]) -> None:
+    def __init__(self, inner: Any) -> None:
         self._inner = inner
-        self._hook: Callable[[], Awaitable[None]] | None = hook
+        self.options: dict[str, Any] = {}
 
-    def with_options(self, **options: Any) -> _BeforeUpdate:
-        racing = _BeforeUpdate(self._inner.with_options(**options), self._run_hook)
-        return racing
+    @property
+    def full_name(self) -> str:
+        return str(self._inner.full_name)
 
-    async def _run_hook(self) -> None:
-        hook, self._hook = self._hook, None
-        if hook is not None:
-            await hook()
+    def with_options(self, **options: Any) -> Any:
+        self.options = options
+        return self._inner.with_options(**options)
 
-    async def update_many(self, filter: Mapping[str, Any], update: Mapping[str, Any], /) -> object:
-        await self._run_hook()
-        return await self._inner.update_many(filter, update)
 
-    def create_index(self, keys: Any, /, *, name: str) -> Awaitable[object]:
-        return self._inner.create_index(keys, name=name)
+async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(
+    nx_server: NxServer,
+) -> None:
+    nx_server.kill()
+    store = MongoStore.from_url(nx_server.url, "db", "spill", clock=time.time)
+    waiting = asyncio.gather(store.count(), store.count(), return_exceptions=True)
 
-    def insert_many(
-        self, documents: Iterable[dict[str, Any]], /, *, ordered: bool = True
-    ) -> Awaitable[object]:
-        return self._inner.insert_many(documents, ordered=ordered)
+    async def opening() -> bool:
+        return store._opening is not None
 
-    def bulk_write(self, requests: Sequence[Any], /, *, ordered: bool = True) -> Awaitable[object]:
-        return self._inner.bulk_write(requests, ordered=ordered)
+    await wait_until(opening, what="the first open attempt")
+    await store.close()
+    results = await waiting
+    assert [type(result) for result in results] == [StoreUnavailable, StoreUnavailable]
 
-    def delete_many(self, filter: Mapping[str, Any], /) -> Awaitable[object]:
-        return self._inner.delete_many(filter)
 
-    def count_documents(self, filter: Mapping[str, Any], /) -> Awaitable[int]:
-        return self._inner.count_documents(filter)
+async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
+    """What a claim sends when no clock is given (run for real against MongoDB only)."""
+    collection = _ClaimRecorder()
+    store = MongoStore(cast(MongoCollection, collection))
+    assert await store.claim("$owner", limit=3, lease=30.0) == []
+    query, update = collection.calls[0]
+    server_now = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
+    assert query["$expr"] == {"$lte": ["$lease_until", server_now]}
+    assert "lease_until" not in query
+    assert query["dead"] == {"$ne": True}
+    assert isinstance(update, list)
+    (stage,) = update
+    assert stage["$set"]["lease_until"] == {"$add": [server_now, 30.0]}
+    assert stage["$set"]["lease_owner"] == {"$literal": "$owner"}  # never a field path
+    await store.close()
 
-    def find(
+
+class _ClaimRecorder:
+    """A collection with no documents that records what claims ask for."""
+
+    def __init__(self) -> None:
+        self.calls: list[tuple[dict[str, Any], Any]] = []
+
+    @property
+    def full_name(self) -> str:
+        return "db.recorder"
+
+    def with_options(self, **options: Any) -> _ClaimRecorder:
+        return self
+
+    async def create_index(self, keys: Any, /, *, name: str) -> object:
+        return name
+
+    async def find_one_and_update(
         self,
-        filter: Mapping[str, Any],
-        projection: Mapping[str, Any] | None = None,
+        filter: dict[str, Any],
+        update: Any,
         /,
         *,
         sort: Any = None,
-        limit: int = 0,
-    ) -> MongoCursor:
-        return self._inner.find(filter, projection, sort=sort, limit=limit)
+        return_document: bool = False,
+    ) -> dict[str, Any] | None:
+        self.calls.append((filter, update))
+        return None
