@@ -9,7 +9,7 @@ import os
 import shutil
 import socket
 import sys
-from collections.abc import Awaitable, Iterable, Mapping, Sequence
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -20,67 +20,11 @@ from ._plan import BROKER_AND_STORE, STORE_FREEZE, STORE_KILL, STORE_LOCK
 
 if TYPE_CHECKING:
     from pymongo import AsyncMongoClient
-    from pymongo.asynchronous.collection import AsyncCollection
-    from pymongo.asynchronous.cursor import AsyncCursor
 
 log = logging.getLogger("soak.store")
 
 MONGO_TIMEOUT_MS = 5_000
 """PyMongo's operation timeout for the soak's client: bounds each call to a frozen server."""
-
-
-class NxCollection:
-    """A PyMongo collection for :class:`MongoStore`, adapted to one nx-27017 limitation.
-
-    nx-27017 0.8 refuses every insert into a collection that has a compound index
-    naming ``_id`` ("JSON path error near '_id'"), and MongoStore's claim index ends in
-    ``_id``. ``_id`` is unique anyway, so the index is created without it; every other
-    call goes to the collection unchanged.
-    """
-
-    def __init__(self, inner: AsyncCollection[dict[str, Any]]) -> None:
-        self._inner = inner
-        self.full_name = inner.full_name
-
-    def with_options(
-        self, *, read_preference: Any = None, write_concern: Any = None
-    ) -> NxCollection:
-        return NxCollection(
-            self._inner.with_options(read_preference=read_preference, write_concern=write_concern)
-        )
-
-    def create_index(self, keys: Any, /, *, name: str) -> Awaitable[object]:
-        return self._inner.create_index([k for k in keys if k[0] != "_id"], name=name)
-
-    def insert_many(
-        self, documents: Iterable[dict[str, Any]], /, *, ordered: bool = True
-    ) -> Awaitable[object]:
-        return self._inner.insert_many(documents, ordered=ordered)
-
-    def update_many(
-        self, filter: Mapping[str, Any], update: Mapping[str, Any], /
-    ) -> Awaitable[object]:
-        return self._inner.update_many(filter, update)
-
-    def bulk_write(self, requests: Sequence[Any], /, *, ordered: bool = True) -> Awaitable[object]:
-        return self._inner.bulk_write(requests, ordered=ordered)
-
-    def delete_many(self, filter: Mapping[str, Any], /) -> Awaitable[object]:
-        return self._inner.delete_many(filter)
-
-    def count_documents(self, filter: Mapping[str, Any], /) -> Awaitable[int]:
-        return self._inner.count_documents(filter)
-
-    def find(
-        self,
-        filter: Mapping[str, Any],
-        projection: Mapping[str, Any] | None = None,
-        /,
-        *,
-        sort: Any = None,
-        limit: int = 0,
-    ) -> AsyncCursor[dict[str, Any]]:
-        return self._inner.find(filter, projection, sort=sort, limit=limit)
 
 
 def free_port() -> int:
@@ -139,7 +83,8 @@ class SoakStore:
         if self._client is None:
             # Unavailable means locked for longer than this, not slow.
             return SQLiteStore(self.path, busy_timeout=1.0)
-        return MongoStore(NxCollection(self._client[self._database]["spill"]))
+        # nx-27017 runs no update pipelines: leases on this host's clock, not the server's.
+        return MongoStore(self._client[self._database]["spill"], clock=time.time)
 
     async def count(self, timeout: float = 10.0) -> int | None:
         """Messages in the store, or ``None`` when it cannot tell within ``timeout``."""
