@@ -255,3 +255,28 @@ async def test_replay_holds_back_only_the_message_that_breaks_its_channel(
     finally:
         await internal.delete()
         await channel.close()
+
+
+async def test_after_max_attempts_a_message_is_kept_as_dead_and_not_retried(
+    make_producer: ProducerFactory, amqp: aio_pika.abc.AbstractRobustConnection, queue: str
+) -> None:
+    nowhere = f"test-unbound-{os.urandom(6).hex()}"
+    producer = make_producer(max_attempts=3)
+    await producer.start()
+    doomed = await producer.publish({"x": 1}, routing_key=nowhere)
+    fine = await producer.publish({"x": 2}, routing_key=queue)
+    await wait_for_ids(amqp, queue, {fine}, timeout=30)
+    await wait_until(lambda: producer.stats().dead == 1, timeout=60, what="kept as dead")
+    backlog = await producer.store.backlog()
+    assert (backlog.total, backlog.dead, backlog.due) == (1, 1, 0)
+    returned = producer.stats().returned
+    assert returned == 3
+    # Dead means never handed out again: a fresh claim finds nothing.
+    assert await producer.store.claim("another", limit=10, lease=60) == []
+    await producer.close()
+    assert producer.stats().returned == returned
+    with sqlite3.connect(producer.store.path) as db:  # type: ignore[attr-defined]
+        rows = db.execute("SELECT message_id, attempts, dead, last_error FROM messages").fetchall()
+    [(message_id, attempts, dead, error)] = rows
+    assert (message_id, attempts, dead) == (doomed, 3, 1)
+    assert error.startswith("returned: 312")
