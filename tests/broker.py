@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import shutil
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -45,14 +46,39 @@ async def broker_stopped() -> AsyncIterator[None]:
         await start_broker()
 
 
+def watermark_args(text: str) -> list[str]:
+    """``rabbitmqctl set_vm_memory_high_watermark`` arguments that restore the value
+    ``vm_memory_monitor:get_vm_memory_high_watermark()`` printed as ``text``.
+
+    ``0.4`` gives ``["0.4"]``; ``{absolute,1073741824}`` gives ``["absolute",
+    "1073741824"]``; ``{relative,0.6}`` gives ``["0.6"]``.
+    """
+    value = text.strip().splitlines()[-1].strip() if text.strip() else ""
+    tagged = re.fullmatch(r"\{\s*(absolute|relative)\s*,\s*\"?([^\"}]+?)\"?\s*\}", value)
+    if tagged:
+        kind, amount = tagged.groups()
+        return ["absolute", amount] if kind == "absolute" else [amount]
+    try:
+        float(value)
+    except ValueError:
+        raise ValueError(f"cannot read a memory watermark from {text!r}") from None
+    return [value]
+
+
 @contextlib.asynccontextmanager
 async def memory_alarm() -> AsyncIterator[None]:
-    """Raise the broker's memory alarm (publishers get Connection.Blocked) for the block."""
+    """Raise the broker's memory alarm (publishers get Connection.Blocked) for the block.
+
+    The watermark in force before is read first and set again afterwards.
+    """
+    before = watermark_args(
+        await rabbitmqctl("eval", "vm_memory_monitor:get_vm_memory_high_watermark().")
+    )
     await rabbitmqctl("set_vm_memory_high_watermark", "0.000001")
     try:
         yield
     finally:
-        await rabbitmqctl("set_vm_memory_high_watermark", "0.4")
+        await rabbitmqctl("set_vm_memory_high_watermark", *before)
 
 
 @contextlib.asynccontextmanager

@@ -6,37 +6,17 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import signal
 import sqlite3
 from pathlib import Path
 
-from tests.broker import rabbitmqctl
+from tests.broker import rabbitmqctl, watermark_args
 
 log = logging.getLogger("soak.faults")
 
 
 class RestoreFailed(RuntimeError):
     """The broker or the store could not be put back as it was."""
-
-
-def watermark_args(text: str) -> list[str]:
-    """``rabbitmqctl set_vm_memory_high_watermark`` arguments that restore the value
-    ``vm_memory_monitor:get_vm_memory_high_watermark()`` printed as ``text``.
-
-    ``0.4`` gives ``["0.4"]``; ``{absolute,1073741824}`` gives ``["absolute",
-    "1073741824"]``; ``{relative,0.6}`` gives ``["0.6"]``.
-    """
-    value = text.strip().splitlines()[-1].strip() if text.strip() else ""
-    tagged = re.fullmatch(r"\{\s*(absolute|relative)\s*,\s*\"?([^\"}]+?)\"?\s*\}", value)
-    if tagged:
-        kind, amount = tagged.groups()
-        return ["absolute", amount] if kind == "absolute" else [amount]
-    try:
-        float(value)
-    except ValueError:
-        raise ValueError(f"cannot read a memory watermark from {text!r}") from None
-    return [value]
 
 
 class Broker:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from tests.soak._faults import watermark_args
+from tests.broker import watermark_args
 from tests.soak._plan import KINDS_BY_STORE, WARM_UP, draw_plan, parse_kinds
 from tests.soak._report import format_duration, format_table, reconcile, report_json
 from tests.soak._run import via_proxy
