@@ -7,6 +7,7 @@ import contextlib
 import logging
 from typing import Any
 
+from ._config import format_exception
 from ._context import Context
 from ._link import Link, Outcome, Result
 from ._message import Message, State
@@ -80,10 +81,13 @@ class LivePublisher:
             result = await publish(self._context, self._link, channel, message)
             try:
                 self._settle(message, result)
-            except Exception:
+            except Exception as exc:
                 # A bug in settling must not strand the message in flight.
-                log.exception(
-                    "producer %s: settling %s failed", self._context.owner, message.message_id
+                log.error(
+                    "producer %s: settling %s failed\n%s",
+                    self._context.owner,
+                    message.message_id,
+                    format_exception(exc, with_text=False),
                 )
                 if message.state is State.IN_FLIGHT:
                     self._context.buffer.retry((message,))
