@@ -111,7 +111,8 @@ async def test_two_producers_share_one_collection_and_replay_its_backlog(
     first = make_producer(no_broker_url, store=mongo(), spill_after=3600)
     await first.start()
     ids = {await first.publish({"n": n}, routing_key=queue) for n in range(400)}
-    await first.close(timeout=0.5)  # nothing delivered: everything goes to MongoDB
+    await first.store.count()  # opened before close(), so its time goes to the writes
+    await first.close(timeout=3)  # nothing delivered: everything goes to MongoDB
     assert first.stats().spilled == len(ids)
     assert await mongo().count() == len(ids)
 

@@ -251,7 +251,9 @@ async def test_replay_holds_back_only_the_message_that_breaks_its_channel(
         await wait_until(lambda: attempts() == {culprit.message_id: 1}, what="culprit held")
         await producer.close()
         delivered = [m.message_id for m in got + await drain(amqp, queue)]
-        assert sorted(delivered) == sorted(m.message_id for m in good)
+        # Publishes in flight when the channel broke are ambiguous (the broker may have
+        # routed them before its confirms went out): those may arrive twice.
+        assert set(delivered) == {m.message_id for m in good}
     finally:
         await internal.delete()
         await channel.close()
