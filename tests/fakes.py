@@ -27,9 +27,10 @@ from typing import Any, TypeVar
 from pamqp import commands, frame
 from pamqp.header import ContentHeader
 
-from aioproducer import Backlog, Message, StoreRejected, StoreUnavailable
+from aioproducer import Backlog, Message, Producer, StoreRejected, StoreUnavailable
 from aioproducer._connection import message_properties
-from aioproducer._link import ACKED, Outcome, Result
+from aioproducer._context import Context
+from aioproducer._link import ACKED, Link, Outcome, Result
 
 T = TypeVar("T")
 
@@ -339,6 +340,15 @@ class FakeLink:
 
     async def close(self, timeout: float = 2.0) -> None:
         self.closed = True
+
+
+class FakeLinkProducer(Producer):
+    """A Producer whose link is a :class:`FakeLink` to ``broker``."""
+
+    broker: FakeBroker
+
+    def _make_link(self, context: Context) -> Link:
+        return FakeLink(self.broker)
 
 
 def _release_one(broker: FakeBroker, pending: _Pending) -> None:
