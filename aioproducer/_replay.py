@@ -157,8 +157,9 @@ class Replayer:
         elif self._careful and not failed:
             self._careful -= 1
         context.counters.replayed += len(confirmed)
-        dead = [m for m in failed if m.dead]
-        await self._finish(confirmed, failed)
+        # A message is dead only once the store has kept it so; until then it is
+        # stored as before, and replayed again when its lease expires.
+        dead = [m for m in failed if m.dead] if await self._finish(confirmed, failed) else []
         context.counters.dead += len(dead)
         observe = context.buffer.observer
         if observe is not None:
@@ -175,8 +176,8 @@ class Replayer:
             return result.missing_exchange == message.exchange
         return len(batch) == 1
 
-    async def _finish(self, confirmed: list[str], failed: list[Message]) -> None:
-        """Delete confirmed messages from the store and release the rest."""
+    async def _finish(self, confirmed: list[str], failed: list[Message]) -> bool:
+        """Delete confirmed messages from the store and release the rest; False if that failed."""
         context = self._context
         for attempt in range(5):
             try:
@@ -192,8 +193,9 @@ class Replayer:
                 )
                 await asyncio.sleep(context.settings.store_backoff.delay(attempt))
             else:
-                return
+                return True
         # The leases expire and the messages are replayed again: duplicates, not losses.
         log.error(
             "producer %s: could not settle replayed messages; leases will expire", context.owner
         )
+        return False
