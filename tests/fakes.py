@@ -41,18 +41,33 @@ WALL_ZERO = 1_700_000_000.0
 # -- time ------------------------------------------------------------------------------
 
 
+#: Loop iterations at one virtual instant that mean a task is spinning, never waiting.
+SPIN_LIMIT = 100_000
+
+
 class _VirtualSelector(selectors.SelectSelector):
     """Polls without blocking; when the loop would wait, lets virtual time move instead."""
 
     def __init__(self, on_idle: Callable[[float | None], None]) -> None:
         super().__init__()
         self._on_idle = on_idle
+        self.busy = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
         if not ready and (timeout is None or timeout > 0):
+            self.busy = 0
             self._on_idle(timeout)
+        else:
+            self.busy += 1
+            if self.busy > SPIN_LIMIT:
+                self.busy = 0
+                raise SpinError(f"{SPIN_LIMIT} loop iterations without a wait: a task spins")
         return ready
+
+
+class SpinError(RuntimeError):
+    """Some task keeps the loop busy at one virtual instant: it would hang a real process."""
 
 
 class VirtualClockLoop(asyncio.SelectorEventLoop):
@@ -425,6 +440,8 @@ class FakeStore:
         return entry[1] if entry is not None and entry[0] is message else message
 
     async def _enter(self) -> None:
+        # Every call waits on I/O in a real store: a caller that loops on it must yield.
+        await asyncio.sleep(0)
         if self.fault is StoreFault.HANGING:
             await self._resume.wait()
         if self.fault is StoreFault.DOWN:
