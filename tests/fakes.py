@@ -429,10 +429,11 @@ class FakeStore:
 
     def set_fault(self, fault: StoreFault) -> None:
         self.fault = fault
-        if fault is StoreFault.HANGING:
-            self._resume = asyncio.Event()
-        else:
+        if fault is not StoreFault.HANGING:
             self._resume.set()
+        elif self._resume.is_set():
+            # Calls already waiting keep waiting on the same event until the store is back.
+            self._resume = asyncio.Event()
 
     def origin(self, message: Message) -> Message:
         """The accepted message a claimed copy was made from (else ``message`` itself)."""
