@@ -19,6 +19,7 @@ counted, and allowed only on the paths docs/guarantees.md names.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -483,13 +484,23 @@ class ProducerMachine(RuleBasedStateMachine):
         max_attempts=st.sampled_from([None, 2, 4]),
         max_in_flight=st.integers(1, 4),
         max_buffer=st.integers(2, 8),
+        first=st.lists(st.tuples(valid_bodies, valid_ids), max_size=3),
     )
-    def start(self, max_attempts: int | None, max_in_flight: int, max_buffer: int) -> None:
+    def start(
+        self,
+        max_attempts: int | None,
+        max_in_flight: int,
+        max_buffer: int,
+        first: list[tuple[Case, Case]],
+    ) -> None:
+        """Start a producer, and publish a first few messages so that faults meet traffic."""
         self.max_buffer = max_buffer
         self.producer = self._producer(
             "p1", max_attempts=max_attempts, max_in_flight=max_in_flight, max_buffer=max_buffer
         )
         self.loop.run(self.producer.start())
+        for body, message_id in first:
+            self.publish_any(body, ok(None), message_id, ok("q"), ok(None), ok(None))
 
     # -- publishing ---------------------------------------------------------------
 
@@ -917,6 +928,8 @@ def _report_duplicates(request: pytest.FixtureRequest) -> Iterator[None]:
     lines += [f"  {count:6d}  {path}" for path, count in DUPLICATES.most_common()]
     lines += [f"  known: {count}x {what}" for what, count in KNOWN.most_common()]
     lines += [f"  unexplained duplicate: {text}" for text in UNEXPLAINED[:5]]
-    reporter.write_line("")
-    for line in lines:
-        reporter.write_line(line)
+    capture = request.config.pluginmanager.get_plugin("capturemanager")
+    with capture.global_and_fixture_disabled() if capture else contextlib.nullcontext():
+        reporter.write_line("")
+        for line in lines:
+            reporter.write_line(line)
