@@ -762,10 +762,12 @@ class ProducerMachine(RuleBasedStateMachine):
             # Healed, the live path must move everything out of memory: no task stalled.
             self._heal()
             self.loop.drive(within=150.0)
+            # Only a message the store refused and that cannot be delivered (poisoned, or
+            # dead) stays in memory until close, which writes it to the fallback file.
             stuck = [
                 i
                 for i in tracker.where(*UNSETTLED)
-                if not (i.message_id in self.poisoned and i.message.unstorable)
+                if not (i.message.unstorable and (i.message_id in self.poisoned or i.message.dead))
             ]
             assert not stuck, f"stalled in memory with broker and store healthy: {stuck}"
             self._close(self.live, 5.0)
@@ -830,6 +832,10 @@ class ProducerMachine(RuleBasedStateMachine):
             )
         for incarnation in tracker.accepted:
             message_id = incarnation.message_id
+            if len(tracker.by_id[message_id]) > 1:
+                # A reused id: the store keeps one message per id (put is idempotent), so
+                # only the id's fate is checked, above.
+                continue
             if incarnation.state is State.CONFIRMED:
                 assert message_id in delivered, f"{message_id} confirmed, never delivered"
             elif incarnation.state is State.STORED:
@@ -869,7 +875,7 @@ class ProducerMachine(RuleBasedStateMachine):
             for index, delivery in enumerate(deliveries[1:], start=1):
                 earlier = deliveries[:index]
                 message_id = delivery.message_id
-                if any(d.client != "acked" for d in earlier):
+                if any(d.client != "acked" for d in [*earlier, delivery]):
                     path = "publish lost, timed out or cut short, then published again"
                 elif delivery.channel == "replay" and (
                     message_id in self.store.ack_failed or message_id in self.undeleted
