@@ -206,8 +206,14 @@ class Buffer:
         in flight and are marked ``copying``). Messages the store refused
         (``unstorable``) stay where they are.
         """
-        batch = self._dead[:limit]
-        del self._dead[: len(batch)]
+        batch: list[Message] = []
+        kept: list[Message] = []
+        for message in self._dead:
+            if message.unstorable or len(batch) >= limit:
+                kept.append(message)
+            else:
+                batch.append(message)
+        self._dead = kept
         keep: list[tuple[float, int, Message]] = []
         for entry in self._held:
             if len(batch) < limit and not entry[2].unstorable:

@@ -43,6 +43,24 @@ class _Properties(aiormq.spec.Basic.Properties):
         return super().encode_property(name, value)
 
 
+def message_properties(message: Message, *, persistent: bool) -> aiormq.spec.Basic.Properties:
+    """The basic properties ``message`` is published with, its headers encoded once."""
+    properties = _Properties(
+        content_type=message.content_type,
+        delivery_mode=2 if persistent else 1,
+        message_id=message.message_id,
+        timestamp=datetime.fromtimestamp(int(message.timestamp), UTC),
+        headers=message.headers,
+    )
+    if message.headers:
+        if message.headers_wire is None:
+            message.headers_wire = encode_headers_wire(message.headers)
+        properties.headers_wire = message.headers_wire
+    else:
+        properties.headers = None
+    return properties
+
+
 class _BackoffConnection(RobustConnection):
     """A robust connection whose reconnect delay grows with jitter instead of staying fixed.
 
@@ -277,19 +295,7 @@ class AmqpLink:
         Never raises but for its own task's cancellation: every failure is a Result.
         """
         try:
-            properties = _Properties(
-                content_type=message.content_type,
-                delivery_mode=2 if persistent else 1,
-                message_id=message.message_id,
-                timestamp=datetime.fromtimestamp(int(message.timestamp), UTC),
-                headers=message.headers,
-            )
-            if message.headers:
-                if message.headers_wire is None:
-                    message.headers_wire = encode_headers_wire(message.headers)
-                properties.headers_wire = message.headers_wire
-            else:
-                properties.headers = None
+            properties = message_properties(message, persistent=persistent)
         except Exception as exc:
             return Result(Outcome.FAILED, f"properties could not be encoded: {type(exc).__name__}")
         try:

@@ -157,6 +157,10 @@ _U64 = struct.Struct(">Q")
 _F64 = struct.Struct(">d")
 _DECIMAL = struct.Struct(">Bi")
 
+#: The latest AMQP timestamp readers take as seconds: pamqp (under aio-pika and aiormq)
+#: reads any larger value as milliseconds, so a later datetime would arrive changed.
+_LATEST_TIMESTAMP = 2**32 - 1
+
 _ACCEPTED = (
     "headers carry str, int (64-bit), float, Decimal, bool, bytes, datetime, None, "
     "and lists, tuples and dicts of those"
@@ -232,8 +236,8 @@ def _value(value: Any, where: str, depth: int) -> tuple[Any, bytes]:
     if isinstance(value, datetime):
         moment = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
         seconds = int(moment.timestamp())
-        if not 0 <= seconds < 2**64:
-            raise InvalidMessage(f"{where} is a datetime before 1970")
+        if not 0 <= seconds <= _LATEST_TIMESTAMP:
+            raise InvalidMessage(f"{where} is a datetime outside 1970-01-01 to 2106-02-07 (UTC)")
         return datetime.fromtimestamp(seconds, UTC), b"T" + _U64.pack(seconds)
     if isinstance(value, Decimal):
         return value, b"D" + _decimal(value, where)

@@ -159,9 +159,8 @@ class Replayer:
         elif self._careful and not failed:
             self._careful -= 1
         context.counters.replayed += len(confirmed)
-        dead = [m for m in failed if m.dead]
         try:
-            await self._finish(confirmed, failed)
+            settled = await self._finish(confirmed, failed)
         except asyncio.CancelledError:
             # Closing: settle in the store once more, briefly, so that attempts and
             # deletions are kept rather than left to lease expiry.
@@ -170,6 +169,9 @@ class Replayer:
                     await context.store.ack(confirmed)
                     await context.store.release(context.owner, failed)
             raise
+        # A message is dead only once the store has kept it so; until then it is
+        # stored as before, and replayed again when its lease expires.
+        dead = [m for m in failed if m.dead] if settled else []
         context.counters.dead += len(dead)
         observe = context.buffer.observer
         if observe is not None:
@@ -186,8 +188,8 @@ class Replayer:
             return result.missing_exchange == message.exchange
         return len(batch) == 1
 
-    async def _finish(self, confirmed: list[str], failed: list[Message]) -> None:
-        """Delete confirmed messages from the store and release the rest."""
+    async def _finish(self, confirmed: list[str], failed: list[Message]) -> bool:
+        """Delete confirmed messages from the store and release the rest; False if that failed."""
         context = self._context
         for attempt in range(5):
             try:
@@ -203,8 +205,9 @@ class Replayer:
                 )
                 await asyncio.sleep(context.settings.store_backoff.delay(attempt))
             else:
-                return
+                return True
         # The leases expire and the messages are replayed again: duplicates, not losses.
         log.error(
             "producer %s: could not settle replayed messages; leases will expire", context.owner
         )
+        return False

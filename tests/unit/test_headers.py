@@ -129,7 +129,8 @@ def test_the_copy_round_trips_through_the_stores_text() -> None:
         ({"k": Decimal("NaN")}, "headers['k']"),
         ({"k": Decimal("1e-300")}, "headers['k']"),
         ({"k": Decimal(2**40)}, "headers['k']"),
-        ({"k": datetime(1960, 1, 1, tzinfo=UTC)}, "before 1970"),
+        ({"k": datetime(1960, 1, 1, tzinfo=UTC)}, "outside 1970-01-01 to 2106-02-07"),
+        ({"k": datetime(2107, 1, 1, tzinfo=UTC)}, "outside 1970-01-01 to 2106-02-07"),
         ({"k" * 129: 1}, "over 128 bytes"),
     ],
 )

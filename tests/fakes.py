@@ -1,0 +1,541 @@
+"""In-process stand-ins for the broker, the store and the clock, for whole-producer tests.
+
+- :class:`VirtualClockLoop`: an event loop whose ``time()`` is virtual. When no
+  callback is ready it jumps to the next timer, up to a limit the test sets, so
+  "time passes" costs no real time and nothing ever sleeps.
+- :class:`FakeBroker` and :class:`FakeLink`: an implementation of the producer's
+  ``Link`` whose publish encodes the real AMQP content header (the properties
+  :class:`~aioproducer._connection.AmqpLink` sends, marshalled and decoded by pamqp)
+  and whose broker can be down, blocked, slow to confirm, nacking, returning,
+  breaking channels, or poisoned for one message id. It records every delivery.
+- :class:`FakeStore`: an in-memory ``Store`` with leases, dead messages, and faults
+  (unavailable, unavailable after writing, hanging, rejecting one message).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import itertools
+import math
+import selectors
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+from pamqp import commands, frame
+from pamqp.header import ContentHeader
+
+from aioproducer import Backlog, Message, Producer, StoreRejected, StoreUnavailable
+from aioproducer._connection import message_properties
+from aioproducer._context import Context
+from aioproducer._link import ACKED, Link, Outcome, Result
+
+T = TypeVar("T")
+
+#: Wall-clock seconds at virtual time zero.
+WALL_ZERO = 1_700_000_000.0
+
+
+# -- time ------------------------------------------------------------------------------
+
+
+#: Loop iterations at one virtual instant that mean a task is spinning, never waiting.
+SPIN_LIMIT = 100_000
+
+
+class _VirtualSelector(selectors.SelectSelector):
+    """Polls without blocking; when the loop would wait, lets virtual time move instead."""
+
+    def __init__(self, on_idle: Callable[[float | None], None]) -> None:
+        super().__init__()
+        self._on_idle = on_idle
+        self.busy = 0
+
+    def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
+        ready = super().select(0)
+        if not ready and (timeout is None or timeout > 0):
+            self.busy = 0
+            self._on_idle(timeout)
+        else:
+            self.busy += 1
+            if self.busy > SPIN_LIMIT:
+                self.busy = 0
+                raise SpinError(f"{SPIN_LIMIT} loop iterations without a wait: a task spins")
+        return ready
+
+
+class SpinError(RuntimeError):
+    """Some task keeps the loop busy at one virtual instant: it would hang a real process."""
+
+
+class VirtualClockLoop(asyncio.SelectorEventLoop):
+    """An event loop on a virtual clock, driven by :meth:`drive`."""
+
+    def __init__(self) -> None:
+        self._now = 0.0
+        self._limit = 0.0
+        self._idle: asyncio.Future[None] | None = None
+        super().__init__(_VirtualSelector(self._idle_for))
+
+    def time(self) -> float:
+        return self._now
+
+    def wall(self) -> float:
+        """Wall-clock seconds tied to the virtual clock."""
+        return WALL_ZERO + self._now
+
+    def _idle_for(self, timeout: float | None) -> None:
+        """No callback is ready and the next timer is ``timeout`` away (None: no timer)."""
+        if timeout is not None and self._now + timeout <= self._limit:
+            self._now += timeout
+            return
+        self._now = max(self._now, self._limit)
+        idle, self._idle = self._idle, None
+        if idle is None or idle.done():
+            raise RuntimeError("the virtual loop went idle outside drive()")
+        idle.set_result(None)
+
+    def _stop_clock(self, _: object) -> None:
+        self._limit = min(self._limit, self._now)
+
+    def drive(self, awaitable: Awaitable[T] | None = None, *, within: float = 0.0) -> Any:
+        """Run until the loop is idle, letting ``within`` virtual seconds pass at most.
+
+        Time stops at the moment ``awaitable`` is done. Returns the task running it
+        (done or not: a task still waiting at the end is blocked on something no timer
+        within the limit will bring).
+        """
+        task: asyncio.Future[T] | None = None
+        self._limit = self._now + within
+        if awaitable is not None:
+            task = asyncio.ensure_future(awaitable, loop=self)
+            # Time stops moving once the task is done; what it set off still settles.
+            task.add_done_callback(self._stop_clock)
+        idle = self.create_future()
+        self._idle = idle
+        self.run_until_complete(idle)
+        return task
+
+    def run(self, coro: Coroutine[Any, Any, T], *, within: float = 0.0) -> T:
+        """Run ``coro`` to its end within ``within`` virtual seconds, then settle; its result."""
+        task = self.drive(coro, within=within)
+        assert isinstance(task, asyncio.Future)
+        if not task.done():
+            task.cancel()
+            self.drive()
+            raise AssertionError(f"still waiting after {within} virtual seconds: {coro!r}")
+        result: T = task.result()
+        return result
+
+
+# -- broker ------------------------------------------------------------------------------
+
+
+class Mode(enum.Enum):
+    """How the broker answers publishes."""
+
+    ACK = "ack"
+    SLOW = "slow"
+    NACK = "nack"
+    RETURN = "return"
+    CHANNEL_ERROR_NAMED = "channel_error_named"
+    CHANNEL_ERROR = "channel_error"
+
+
+@dataclass(slots=True, eq=False)
+class Delivery:
+    """One publish the broker routed to a queue."""
+
+    message_id: str
+    message: Message
+    channel: str
+    client: str | None = None
+    """How the publishing client saw it end: an Outcome value, "cancelled", or None yet."""
+
+
+@dataclass(slots=True, eq=False)
+class _Pending:
+    """A publish the broker holds the confirm of."""
+
+    message: Message
+    channel: str
+    confirm: asyncio.Future[Result]
+    client: str | None = None
+    delivery: Delivery | None = None
+
+
+@dataclass(slots=True)
+class FakeBroker:
+    """The broker's state, shared by every link to it."""
+
+    up: bool = True
+    blocked: bool = False
+    mode: Mode = Mode.ACK
+    #: Seconds a slow confirm takes; None: until :meth:`release`.
+    confirm_delay: float | None = None
+    poison: dict[str, Mode] = field(default_factory=dict)
+    deliveries: list[Delivery] = field(default_factory=list)
+    #: Messages the producer accepted that the wire could not carry, with the reason.
+    encoding_failures: list[str] = field(default_factory=list)
+    pending: list[_Pending] = field(default_factory=list)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def ready(self) -> bool:
+        return self.up and not self.blocked
+
+    def _notify(self) -> None:
+        self.changed.set()
+        self.changed = asyncio.Event()
+
+    def set_up(self) -> None:
+        self.up = True
+        self._notify()
+
+    def set_down(self, took: bool) -> None:
+        """The connection drops; the broker routed the unconfirmed publishes if ``took``."""
+        self.up = False
+        for pending in self._take_pending(lambda _: True):
+            if took:
+                self._deliver(pending)
+            if not pending.confirm.done():
+                pending.confirm.set_result(Result(Outcome.LOST, "connection lost"))
+        self._notify()
+
+    def set_blocked(self, blocked: bool) -> None:
+        self.blocked = blocked
+        if not blocked and self.mode is not Mode.SLOW:
+            self.release()
+        self._notify()
+
+    def release(self) -> None:
+        """Confirm every publish the broker holds (routed, acked)."""
+        for pending in self._take_pending(lambda _: True):
+            self._deliver(pending)
+            if not pending.confirm.done():
+                pending.confirm.set_result(ACKED)
+
+    def _take_pending(self, which: Callable[[_Pending], bool]) -> list[_Pending]:
+        taken = [p for p in self.pending if which(p)]
+        self.pending = [p for p in self.pending if not which(p)]
+        return taken
+
+    def _deliver(self, pending: _Pending) -> None:
+        message = pending.message
+        delivery = Delivery(message.message_id, message, pending.channel, pending.client)
+        pending.delivery = delivery
+        self.deliveries.append(delivery)
+
+    def _break_channel(self, channel: str, result: Result) -> None:
+        """A channel error: every unconfirmed publish on ``channel`` fails with it."""
+        for pending in self._take_pending(lambda p: p.channel == channel):
+            if not pending.confirm.done():
+                pending.confirm.set_result(result)
+
+
+def _headers_equal(left: Any, right: Any) -> bool:
+    """Equality of decoded header values, NaN equal to NaN, bytes to bytearray."""
+    if isinstance(left, float) and isinstance(right, float):
+        return left == right or (math.isnan(left) and math.isnan(right))
+    if isinstance(left, dict) and isinstance(right, dict):
+        return left.keys() == right.keys() and all(_headers_equal(left[k], right[k]) for k in left)
+    if isinstance(left, list) and isinstance(right, list):
+        return len(left) == len(right) and all(
+            _headers_equal(a, b) for a, b in zip(left, right, strict=True)
+        )
+    if isinstance(left, bool) or isinstance(right, bool):
+        return type(left) is type(right) and left == right
+    return bool(left == right)
+
+
+def check_on_the_wire(message: Message, *, persistent: bool, mandatory: bool) -> str | None:
+    """Encode ``message``'s publish frames as the real link does; decode the header back.
+
+    Returns what went wrong, or None if the frames carry its id and headers intact.
+    """
+    try:
+        properties = message_properties(message, persistent=persistent)
+        method = commands.Basic.Publish(
+            exchange=message.exchange, routing_key=message.routing_key, mandatory=mandatory
+        )
+        header = ContentHeader(body_size=len(message.body), properties=properties)
+        frame.marshal(method, 1)
+        data = frame.marshal(header, 1)
+        _, _, decoded = frame.unmarshal(data)
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    assert isinstance(decoded, ContentHeader)
+    got = decoded.properties
+    if got.message_id != message.message_id:
+        return f"message_id {message.message_id!r} arrived as {got.message_id!r}"
+    if got.timestamp != datetime.fromtimestamp(int(message.timestamp), UTC):
+        return f"timestamp arrived as {got.timestamp!r}"
+    expected = message.headers or None
+    if not _headers_equal(got.headers, expected):
+        return f"headers {expected!r} arrived as {got.headers!r}"
+    return None
+
+
+class FakeLink:
+    """A :class:`~aioproducer._link.Link` to a :class:`FakeBroker`."""
+
+    def __init__(self, broker: FakeBroker) -> None:
+        self.broker = broker
+        self.connections = 0
+        self.closed = False
+
+    @property
+    def connected(self) -> bool:
+        return self.broker.up and not self.closed
+
+    @property
+    def blocked(self) -> bool:
+        return self.broker.blocked
+
+    def start(self) -> None:
+        self.connections += 1
+
+    async def channel(self, which: str) -> str:
+        while not self.broker.ready() or self.closed:
+            await self.broker.changed.wait()
+        return which
+
+    async def publish(
+        self,
+        channel: Any,
+        message: Message,
+        *,
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+    ) -> Result:
+        broker = self.broker
+        problem = check_on_the_wire(message, persistent=persistent, mandatory=mandatory)
+        if problem is not None:
+            broker.encoding_failures.append(f"{message.message_id}: {problem}")
+            return Result(Outcome.FAILED, "properties could not be encoded")
+        if not broker.up or self.closed:
+            return Result(Outcome.LOST, "connection lost")
+        mode = broker.poison.get(message.message_id, broker.mode)
+        if mode is Mode.NACK:
+            return Result(Outcome.NACKED, "nacked by the broker")
+        if mode is Mode.RETURN and mandatory:
+            return Result(Outcome.RETURNED, "312 NO_ROUTE", 312)
+        if mode in (Mode.CHANNEL_ERROR, Mode.CHANNEL_ERROR_NAMED):
+            named = mode is Mode.CHANNEL_ERROR_NAMED
+            result = Result(
+                Outcome.CHANNEL_ERROR,
+                f"NOT_FOUND - no exchange '{message.exchange}' in vhost '/'"
+                if named
+                else "PRECONDITION_FAILED",
+                404 if named else 406,
+                missing_exchange=message.exchange if named else None,
+            )
+            broker._break_channel(str(channel), result)
+            return result
+        loop = asyncio.get_running_loop()
+        pending = _Pending(message, str(channel), loop.create_future())
+        broker.pending.append(pending)
+        if broker.mode is not Mode.SLOW and not broker.blocked:
+            broker.release()
+        elif broker.confirm_delay is not None and not broker.blocked:
+            loop.call_later(broker.confirm_delay, _release_one, broker, pending)
+        try:
+            result = await asyncio.wait_for(asyncio.shield(pending.confirm), timeout)
+        except TimeoutError:
+            result = Result(Outcome.TIMEOUT, f"no confirm within {timeout:.3g}s")
+            _client_saw(pending, result.outcome.value)
+            return result
+        except asyncio.CancelledError:
+            _client_saw(pending, "cancelled")
+            raise
+        _client_saw(pending, result.outcome.value)
+        return result
+
+    async def close(self, timeout: float = 2.0) -> None:
+        self.closed = True
+
+
+class FakeLinkProducer(Producer):
+    """A Producer whose link is a :class:`FakeLink` to ``broker``."""
+
+    broker: FakeBroker
+
+    def _make_link(self, context: Context) -> Link:
+        return FakeLink(self.broker)
+
+
+def _release_one(broker: FakeBroker, pending: _Pending) -> None:
+    if pending in broker.pending:
+        broker.pending.remove(pending)
+        broker._deliver(pending)
+        if not pending.confirm.done():
+            pending.confirm.set_result(ACKED)
+
+
+def _client_saw(pending: _Pending, outcome: str) -> None:
+    pending.client = outcome
+    if pending.delivery is not None:
+        pending.delivery.client = outcome
+
+
+# -- store -------------------------------------------------------------------------------
+
+
+class StoreFault(enum.Enum):
+    """How the store behaves."""
+
+    UP = "up"
+    DOWN = "down"
+    """Every call raises StoreUnavailable and changes nothing."""
+    DOWN_AFTER = "down_after"
+    """Every call does its work, then raises StoreUnavailable (the answer was lost)."""
+    HANGING = "hanging"
+    """Every call waits until the store is up again (or the caller gives up)."""
+
+
+@dataclass(slots=True, eq=False)
+class Record:
+    message: Message
+    origin: Message
+    """The object first put: the accepted message this record holds."""
+    lease_owner: str | None = None
+    lease_until: float = 0.0
+    lease_token: str | None = None
+
+
+class FakeStore:
+    """An in-memory store that keeps the Store protocol's rules, with faults."""
+
+    max_body_size = 1 << 20
+
+    def __init__(self, wall: Callable[[], float]) -> None:
+        self._wall = wall
+        self.records: dict[str, Record] = {}
+        self.fault = StoreFault.UP
+        self.reject: str | None = None
+        self._resume = asyncio.Event()
+        self._tokens = itertools.count()
+        #: Claimed copies, by ``id()``, and the object first put for each.
+        self._origins: dict[int, tuple[Message, Message]] = {}
+        #: Ids an ack was asked to delete and did not (raised, cancelled, answer lost).
+        self.ack_failed: set[str] = set()
+        #: Ids written by a put that then reported failure.
+        self.written_but_failed: set[str] = set()
+
+    def __repr__(self) -> str:
+        return "FakeStore()"
+
+    def set_fault(self, fault: StoreFault) -> None:
+        self.fault = fault
+        if fault is not StoreFault.HANGING:
+            self._resume.set()
+        elif self._resume.is_set():
+            # Calls already waiting keep waiting on the same event until the store is back.
+            self._resume = asyncio.Event()
+
+    def origin(self, message: Message) -> Message:
+        """The accepted message a claimed copy was made from (else ``message`` itself)."""
+        entry = self._origins.get(id(message))
+        return entry[1] if entry is not None and entry[0] is message else message
+
+    async def _enter(self) -> None:
+        # Every call waits on I/O in a real store: a caller that loops on it must yield.
+        await asyncio.sleep(0)
+        if self.fault is StoreFault.HANGING:
+            await self._resume.wait()
+        if self.fault is StoreFault.DOWN:
+            raise StoreUnavailable("the fake store is down")
+
+    def _leave(self) -> None:
+        if self.fault is StoreFault.DOWN_AFTER:
+            raise StoreUnavailable("the fake store's answer was lost")
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        await self._enter()
+        if self.reject is not None and any(m.message_id == self.reject for m in messages):
+            raise StoreRejected("the fake store refuses this message")
+        for message in messages:
+            if message.message_id not in self.records:
+                copy = replace(message, lease_token=None, stored=False, copying=False)
+                self.records[message.message_id] = Record(copy, message)
+        if self.fault is StoreFault.DOWN_AFTER:
+            self.written_but_failed.update(m.message_id for m in messages)
+        self._leave()
+
+    async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
+        await self._enter()
+        now = self._wall()
+        due = sorted(
+            (
+                r
+                for r in self.records.values()
+                if not r.message.dead and r.message.due_at <= now and r.lease_until <= now
+            ),
+            key=lambda r: r.message.timestamp,
+        )[:limit]
+        token = f"{owner}#{next(self._tokens)}"
+        claimed: list[Message] = []
+        for record in due:
+            record.lease_owner, record.lease_until, record.lease_token = owner, now + lease, token
+            copy = replace(record.message, lease_token=token)
+            self._origins[id(copy)] = (copy, record.origin)
+            claimed.append(copy)
+        self._leave()
+        return claimed
+
+    async def ack(self, message_ids: Sequence[str]) -> None:
+        ids = list(message_ids)
+        done = False
+        try:
+            await self._enter()
+            for message_id in ids:
+                self.records.pop(message_id, None)
+            done = self.fault is not StoreFault.DOWN_AFTER
+            self._leave()
+        finally:
+            if not done:
+                self.ack_failed.update(ids)
+
+    async def release(self, owner: str, messages: Sequence[Message]) -> None:
+        await self._enter()
+        for message in messages:
+            record = self.records.get(message.message_id)
+            if record is None or record.lease_token != message.lease_token:
+                continue
+            record.message.attempts = message.attempts
+            record.message.last_error = message.last_error
+            record.message.due_at = message.due_at
+            record.message.dead = message.dead
+            record.lease_owner, record.lease_until, record.lease_token = None, 0.0, None
+        self._leave()
+
+    async def count(self) -> int:
+        await self._enter()
+        self._leave()
+        return len(self.records)
+
+    async def backlog(self) -> Backlog:
+        await self._enter()
+        now = self._wall()
+        records = list(self.records.values())
+        dead = sum(1 for r in records if r.message.dead)
+        leased = sum(1 for r in records if not r.message.dead and r.lease_until > now)
+        held = sum(
+            1
+            for r in records
+            if not r.message.dead and r.lease_until <= now and r.message.due_at > now
+        )
+        self._leave()
+        return Backlog(
+            total=len(records),
+            due=len(records) - dead - leased - held,
+            leased=leased,
+            held=held,
+            dead=dead,
+            oldest=min((r.message.timestamp for r in records), default=None),
+        )
+
+    async def close(self) -> None:
+        """Closing a client is local: it neither fails nor hangs."""
