@@ -571,8 +571,8 @@ class ThreadedProducer:
     # -- threads and processes ---------------------------------------------------
 
     def _on_loop(self) -> bool:
-        thread = self._thread
-        return thread is not None and thread.ident == threading.get_ident()
+        # The Thread object, not its ident: a finished thread's ident is reused.
+        return self._thread is threading.current_thread()
 
     def _refuse_on_loop(self, what: str) -> None:
         if self._on_loop():
