@@ -91,6 +91,7 @@ class Admission:
         self._unsettled: dict[str, Message] = {}
         self._in_use: dict[str, Message] = {}
         self._queue: list[Message] = []
+        self._queued_bytes = 0
         self._waking = False
 
     @property
@@ -122,6 +123,7 @@ class Admission:
             self._in_use[message_id] = message
             self.bytes += size
             self._queue.append(message)
+            self._queued_bytes += size
             if self._waking:
                 return False
             self._waking = True
@@ -131,13 +133,14 @@ class Admission:
         """The queued messages, oldest first; the next admit wakes the loop again."""
         with self._lock:
             batch, self._queue = self._queue, []
+            self._queued_bytes = 0
             self._waking = False
         return batch
 
     def queued(self) -> tuple[int, int]:
         """Messages, and their bytes, admitted but not yet taken into the buffer."""
         with self._lock:
-            return len(self._queue), sum(m.size for m in self._queue)
+            return len(self._queue), self._queued_bytes
 
     def close(self, reason: str) -> None:
         """Refuse every later :meth:`admit` with ``ProducerClosed(reason)``."""

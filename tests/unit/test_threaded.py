@@ -10,6 +10,7 @@ import subprocess
 import sys
 import textwrap
 import threading
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -272,6 +273,42 @@ def test_close_from_another_thread_stores_everything_handed_off(
     assert len(ids) == 300
     assert in_thread(lambda: producer.close(timeout=1)) is None
     assert asyncio.run(stored_ids(tmp_path / "spill.db")) == ids
+
+
+def test_close_while_threads_publish_keeps_every_accepted_message(
+    make_threaded: Callable[..., ThreadedProducer], tmp_path: Path
+) -> None:
+    producer = make_threaded(max_buffer=100_000).start()
+    accepted: list[str] = []
+    ended: list[BaseException] = []
+    going = threading.Barrier(9)
+
+    def publisher(worker: int) -> None:
+        going.wait()
+        n = 0
+        while True:
+            try:
+                accepted.append(producer.publish({"w": worker, "n": n}, routing_key="q"))
+            except BaseException as exc:
+                ended.append(exc)
+                return
+            n += 1
+
+    threads = [threading.Thread(target=publisher, args=(w,)) for w in range(8)]
+    for thread in threads:
+        thread.start()
+    going.wait()
+    deadline = time.monotonic() + 30
+    while len(accepted) < 2000:
+        assert time.monotonic() < deadline, "publishing never got under way"
+        threading.Event().wait(0.01)  # pacing the check of a condition with a bound
+    producer.close(timeout=1)
+    for thread in threads:
+        thread.join()
+    assert [type(exc) for exc in ended] == [ProducerClosed] * 8
+    assert asyncio.run(stored_ids(tmp_path / "spill.db")) == set(accepted)
+    stats = producer.stats()
+    assert stats.accepted == stats.spilled == len(accepted)
 
 
 def test_close_on_sigterm_only_from_the_main_thread(
