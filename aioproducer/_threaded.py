@@ -439,7 +439,9 @@ class ThreadedProducer:
         admission = self._admission
         if admission is None:
             if not self._forked:
-                raise ProducerClosed(f"producer is {self._state.value}")
+                state = self._state
+                hint = ": call start() first" if state is ProducerState.NEW else ""
+                raise ProducerClosed(f"producer is {state.value}{hint}")
             admission = self.start()._admission
             assert admission is not None
         if admission.closed is not None:

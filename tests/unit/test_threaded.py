@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import asyncio
 import os
+import selectors
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
@@ -29,7 +31,7 @@ from aioproducer import (
     ThreadedProducer,
 )
 from aioproducer._message import State
-from aioproducer._threaded import Admission
+from aioproducer._threaded import Admission, _neutralise
 
 #: Nothing listens on port 1: connections are refused at once, and nothing is confirmed.
 NO_BROKER = "amqp://guest:guest@127.0.0.1:1/"
@@ -381,3 +383,31 @@ def test_sigterm_becomes_a_graceful_exit(tmp_path: Path) -> None:
     assert code == 128 + signal.SIGTERM
     assert len(ids) == 50
     assert asyncio.run(stored_ids(tmp_path / "spill.db")) == set(ids)
+
+
+@pytest.mark.parametrize("neutralised", [True, False])
+def test_a_child_cannot_unregister_the_parents_sockets(neutralised: bool) -> None:
+    """Why the at-fork hook points the child's epoll descriptor at a fresh one.
+
+    An epoll instance is shared across fork: without that, a child unregistering a
+    socket (as a finaliser closing an inherited transport does) removes the parent's
+    registration, and the parent's loop never hears of that socket again.
+    """
+    selector = selectors.DefaultSelector()
+    if not hasattr(selector, "fileno"):
+        pytest.skip("this platform's selector keeps no state in the kernel")
+    reader, writer = socket.socketpair()
+    with selector, reader, writer:
+        selector.register(reader, selectors.EVENT_READ)
+        pid = os.fork()
+        if pid == 0:
+            try:
+                if neutralised:
+                    _neutralise(selector)
+                selector.unregister(reader)
+            finally:
+                os._exit(0)
+        assert os.waitpid(pid, 0)[1] == 0
+        writer.send(b"x")
+        heard = [key.fileobj for key, _ in selector.select(timeout=1.0)]
+        assert (heard == [reader]) is neutralised
