@@ -211,7 +211,6 @@ class ThreadedProducer:
         self._selector: selectors.BaseSelector | None = None
         self._thread: threading.Thread | None = None
         self._closing: concurrent.futures.Future[None] | None = None
-        self._closed = threading.Event()
         self._final: ProducerStats | None = None
         self._stranded: list[Message] = []
         _instances.add(self)
@@ -275,7 +274,6 @@ class ThreadedProducer:
                 self._state = ProducerState.CLOSED
                 raise
             self._admission = admission
-            self._closed.clear()
             self._state = ProducerState.RUNNING
             self._forked = False
         return self
@@ -335,7 +333,6 @@ class ThreadedProducer:
             if state is ProducerState.NEW:
                 self._state = ProducerState.CLOSED
                 self._forked = False
-                self._closed.set()
                 _instances.discard(self)
                 return
             if state is ProducerState.RUNNING:
@@ -383,7 +380,6 @@ class ThreadedProducer:
             if thread is not None:
                 thread.join(LOOP_GRACE)
             self._state = ProducerState.CLOSED
-            self._closed.set()
             _instances.discard(self)
 
     def close_on_sigterm(self) -> None:
@@ -550,7 +546,11 @@ class ThreadedProducer:
         """
         self._refuse_on_loop("flush")
         self._check_fork()
-        loop = self._loop
+        loop, closing = self._loop, self._closing
+        if self._state is ProducerState.CLOSING and closing is not None:
+            # close() drains, and stores the rest: wait for it.
+            concurrent.futures.wait([closing], timeout)
+            return closing.done() and (self._final is None or self._final.buffered == 0)
         if self._state is not ProducerState.RUNNING or loop is None:
             return self._final is None or self._final.buffered == 0
         future = asyncio.run_coroutine_threadsafe(self._flush_in_loop(timeout), loop)
@@ -599,7 +599,6 @@ class ThreadedProducer:
             return
         self._pid = os.getpid()
         self._life = threading.Lock()
-        self._closed = threading.Event()
         if self._loop is not None:
             _neutralise(self._selector)
             # Kept, never used: their finalisers must not run on the parent's behalf.
