@@ -30,6 +30,7 @@ from aioproducer import (
     SQLiteStore,
     ThreadedProducer,
 )
+from aioproducer._fallback import read_messages
 from aioproducer._message import State
 from aioproducer._threaded import Admission, _neutralise
 
@@ -346,11 +347,10 @@ if {sigterm}:
 """
 
 
-def run_child(tmp_path: Path, *, sigterm: bool) -> tuple[int, list[str]]:
+def run_child(tmp_path: Path, *, sigterm: bool, db: Path | None = None) -> tuple[int, list[str]]:
+    db = db or tmp_path / "spill.db"
     script = textwrap.dedent(
-        CHILD.format(
-            url=NO_BROKER, db=str(tmp_path / "spill.db"), dir=str(tmp_path), sigterm=sigterm
-        )
+        CHILD.format(url=NO_BROKER, db=str(db), dir=str(tmp_path), sigterm=sigterm)
     )
     lines: list[str] = []
     with subprocess.Popen(
@@ -411,3 +411,11 @@ def test_a_child_cannot_unregister_the_parents_sockets(neutralised: bool) -> Non
         writer.send(b"x")
         heard = [key.fileobj for key, _ in selector.select(timeout=1.0)]
         assert (heard == [reader]) is neutralised
+
+
+def test_atexit_writes_the_fallback_file_when_the_store_fails(tmp_path: Path) -> None:
+    code, ids = run_child(tmp_path, sigterm=False, db=tmp_path / "missing" / "spill.db")
+    assert code == 0
+    assert len(ids) == 50
+    (written,) = tmp_path.glob("aioproducer-unsent-*.jsonl")
+    assert {m.message_id for m in read_messages(written)} == set(ids)
