@@ -613,8 +613,10 @@ class ThreadedProducer:
                 self._state, self._forked = ProducerState.NEW, True
             else:
                 self._state = ProducerState.CLOSED
-        elif self._state is ProducerState.CLOSING:
-            self._state = ProducerState.CLOSED
+        elif self._state is ProducerState.NEW and not isinstance(self._store_spec, Store):
+            # Never started (gunicorn --preload): the store the parent's factory built
+            # was never used, but a child builds its own all the same.
+            self._producer = None
 
     def _new_producer(self) -> Producer:
         return Producer(self.url, store=self._store_here(), **self._options)

@@ -4,6 +4,7 @@ thread, close from anywhere, atexit and SIGTERM (in child interpreters)."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import selectors
 import signal
@@ -13,6 +14,7 @@ import sys
 import textwrap
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -419,3 +421,41 @@ def test_atexit_writes_the_fallback_file_when_the_store_fails(tmp_path: Path) ->
     assert len(ids) == 50
     (written,) = tmp_path.glob("aioproducer-unsent-*.jsonl")
     assert {m.message_id for m in read_messages(written)} == set(ids)
+
+
+def test_a_child_of_a_producer_never_started_builds_its_own(tmp_path: Path) -> None:
+    """gunicorn --preload: the master makes the producer, each worker starts its own."""
+    built: list[int] = []
+
+    def build_store() -> SQLiteStore:
+        built.append(os.getpid())
+        return SQLiteStore(tmp_path / "spill.db")
+
+    producer = ThreadedProducer(
+        NO_BROKER, store=build_store, spill_after=60.0, fallback_dir=tmp_path, close_timeout=1.0
+    )
+    parent_owner = producer.owner
+    read, write = os.pipe()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)  # forking with threads running
+        pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            os.close(read)
+            producer.start()
+            ids = [producer.publish({"n": n}, routing_key="q") for n in range(20)]
+            report = {"ids": ids, "owner": producer.owner, "built": built}
+            producer.close(timeout=1.0)
+            os.write(write, json.dumps(report).encode())
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write)
+    with os.fdopen(read, "rb") as pipe:
+        child = json.loads(pipe.read())
+    assert os.waitpid(pid, 0)[1] == 0
+    assert child["owner"] != parent_owner
+    assert child["built"] == [os.getpid(), pid]  # the parent's store, then the child's own
+    assert asyncio.run(stored_ids(tmp_path / "spill.db")) == set(child["ids"])
+    producer.close()
