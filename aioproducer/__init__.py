@@ -23,6 +23,7 @@ from ._producer import Producer, ProducerState, ProducerStats
 from ._stores._base import Backlog, Store
 from ._stores._mongo import MongoStore
 from ._stores._sqlite import SQLiteStore
+from ._threaded import ThreadedProducer
 
 __all__ = [
     "Backlog",
@@ -43,6 +44,7 @@ __all__ = [
     "StoreError",
     "StoreRejected",
     "StoreUnavailable",
+    "ThreadedProducer",
 ]
 
 __version__ = "0.1.0"

@@ -382,9 +382,18 @@ class Producer:
         if self._state is not ProducerState.RUNNING or context is None:
             raise ProducerClosed(f"producer is {self._state.value}")
         message = self._build(body, routing_key, exchange, headers, message_id, content_type)
+        self._accept(message)
+        return message.message_id
+
+    def _accept(self, message: Message) -> None:
+        """Take a built message into the buffer, or raise, changing nothing.
+
+        Runs in the producer's event loop (the threaded façade drains its hand-off here).
+        """
+        context = self._context
+        assert context is not None
         context.buffer.add(message)
         context.counters.accepted += 1
-        return message.message_id
 
     def _build(
         self,
