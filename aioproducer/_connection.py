@@ -371,3 +371,19 @@ class AmqpLink:
 def _safe_url(url: str) -> str:
     """``url`` without its password, for logs."""
     return mask(url)
+
+
+async def probe(url: str, timeout: float = 5.0) -> str | None:
+    """Open and close one plain connection to ``url``: None if it worked, else why not.
+
+    The reason is short text with the password masked.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await aio_pika.connect(url, timeout=timeout)
+            await connection.close()
+    except TimeoutError:
+        return f"no answer from {_safe_url(url)} within {timeout:g}s"
+    except (aiormq.exceptions.AMQPError, OSError, RuntimeError, ValueError) as exc:
+        return f"{_safe_url(url)}: {mask(repr(exc))}"
+    return None
