@@ -73,13 +73,10 @@ def quiet_noisy_loggers(level: int = logging.CRITICAL) -> None:
         logging.getLogger(name).setLevel(level)
 
 
-def _setup_logging(verbose: int) -> None:
+def _setup_logging(verbose: int) -> logging.Handler:
     """Log to stderr, passwords masked: warnings, ``-v`` our INFO lines, ``-vv`` DEBUG and
-    aio-pika's and aiormq's own lines."""
+    aio-pika's and aiormq's own lines. Returns the handler, to remove when done."""
     root = logging.getLogger()
-    for handler in root.handlers:
-        if isinstance(handler.formatter, _MaskingFormatter):
-            root.removeHandler(handler)
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(_MaskingFormatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     root.addHandler(handler)
@@ -87,6 +84,7 @@ def _setup_logging(verbose: int) -> None:
     ours = logging.getLogger("aioproducer")
     ours.setLevel([logging.WARNING, logging.INFO, logging.DEBUG][min(verbose, 2)])
     quiet_noisy_loggers(logging.NOTSET if verbose >= 2 else logging.CRITICAL)
+    return handler
 
 
 def _age(seconds: float) -> str:
@@ -685,7 +683,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
     except SystemExit as exc:  # --help, or a usage error already printed
         return exc.code if isinstance(exc.code, int) else BAD_INPUT
-    _setup_logging(args.verbose)
+    handler = _setup_logging(args.verbose)
     try:
         return asyncio.run(_run(args.run, args))
     except Failure as exc:
@@ -697,6 +695,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         say("aioproducer: interrupted", file=sys.stderr)
         return 128 + signal.SIGINT
+    finally:
+        logging.getLogger().removeHandler(handler)
 
 
 def _mask_usage_errors(parser: argparse.ArgumentParser) -> None:

@@ -38,15 +38,25 @@ class _TrackingStore:
         self.store = store
         self.max_body_size = store.max_body_size
         self.holding: dict[str, Message] = {}
+        #: Claims still running.
+        self.claims: set[asyncio.Future[list[Message]]] = set()
 
     async def put(self, messages: Sequence[Message]) -> None:
         await self.store.put(messages)
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
-        claimed = await self.store.claim(owner, limit=limit, lease=lease)
-        for message in claimed:
-            self.holding[message.message_id] = message
-        return claimed
+        # Shielded: a claim the store made is recorded even if the worker is stopped
+        # while it runs, so that stop() can hand its leases back.
+        claim = asyncio.ensure_future(self.store.claim(owner, limit=limit, lease=lease))
+        self.claims.add(claim)
+        claim.add_done_callback(self._claimed)
+        return await asyncio.shield(claim)
+
+    def _claimed(self, claim: asyncio.Future[list[Message]]) -> None:
+        self.claims.discard(claim)
+        if not claim.cancelled() and claim.exception() is None:
+            for message in claim.result():
+                self.holding[message.message_id] = message
 
     async def ack(self, message_ids: Sequence[str]) -> None:
         await self.store.ack(message_ids)
@@ -183,6 +193,9 @@ class ReplayWorker:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
+        if self.store.claims:
+            # A claim cut short by the stop still completes: its leases are handed back too.
+            await asyncio.wait(self.store.claims, timeout=RELEASE_ON_STOP)
         holding = list(self.store.holding.values())
         if holding and self._context is not None:
             wall = self._context.wall()

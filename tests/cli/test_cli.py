@@ -308,7 +308,12 @@ async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
 
         await wait_until(some_replayed, timeout=60, what="the worker to replay some messages")
         process.send_signal(signal.SIGTERM)
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        try:
+            out, err = await asyncio.wait_for(process.communicate(), 30)
+        except TimeoutError:
+            process.kill()
+            out, err = await process.communicate()
+            raise AssertionError(f"no exit within 30s of SIGTERM:\n{err.decode()}") from None
         assert process.returncode == 128 + signal.SIGTERM, err.decode()
         assert "stopped by SIGTERM" in out.decode()
         left = await store.backlog()
