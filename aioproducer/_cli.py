@@ -18,6 +18,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import time
@@ -530,7 +531,8 @@ class _Progress:
         return time.monotonic() - self.started
 
     def update(self, done: int, left: int) -> None:
-        self._total = max(self._total, done + left)
+        # Messages kept as dead leave the total: they are not coming.
+        self._total = done + left
         self._done = done
         if self._bar is not None:
             self._bar.total = self._total
@@ -553,6 +555,26 @@ class _Progress:
     def close(self) -> None:
         if self._bar is not None:
             self._bar.close()
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and isinstance(
+                    handler.stream, _AboveBar
+                ):
+                    handler.setStream(sys.stderr)
+
+
+class _AboveBar:
+    """A stream that writes through a tqdm bar, above it."""
+
+    def __init__(self, bar: Any) -> None:
+        self._bar = bar
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self._bar.write(text.rstrip("\n"), file=sys.stderr)
+        return len(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 def _progress_bar(total: int, args: argparse.Namespace) -> _Progress:
@@ -563,7 +585,21 @@ def _progress_bar(total: int, args: argparse.Namespace) -> _Progress:
         except ImportError:
             pass
         else:
-            bar = tqdm(total=total, unit="msg", desc="replay", file=sys.stderr, smoothing=0.1)
+            width = shutil.get_terminal_size().columns
+            bar = tqdm(
+                total=total,
+                unit="msg",
+                desc="replay",
+                file=sys.stderr,
+                smoothing=0.1,
+                ncols=width if width >= 40 else 100,  # a terminal that reports no width
+            )
+            # Log lines go above the bar instead of through it.
+            for handler in logging.getLogger().handlers:
+                if isinstance(handler, logging.StreamHandler) and isinstance(
+                    handler.formatter, _MaskingFormatter
+                ):
+                    handler.setStream(_AboveBar(bar))
     return _Progress(total, bar=bar, every=args.every)
 
 
