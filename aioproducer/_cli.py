@@ -475,8 +475,6 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
             handled.append(number)
     progress = _progress_bar(backlog.due + backlog.leased + backlog.held, args)
     empty_polls = 0
-    #: Seconds and messages replayed when the backlog was first seen empty.
-    drained: tuple[float, int] | None = None
     worker.start()
     try:
         while not stop.is_set():
@@ -489,13 +487,10 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
                 continue
             progress.update(now.replayed, now.backlog.due + now.backlog.leased + now.backlog.held)
             if now.backlog.due == 0 and now.backlog.leased == 0:
-                if drained is None:
-                    drained = (progress.elapsed, now.replayed)
                 empty_polls += 1
                 if empty_polls >= 2 and not args.follow:
                     break
             else:
-                drained = None
                 empty_polls = 0
     finally:
         for taken in handled:
@@ -505,9 +500,14 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
     left = await store.backlog()
     await store.close()
     why = f"stopped by {signal.Signals(stopped_by[0]).name}" if stopped_by else "done"
-    seconds, replayed = drained if drained is not None else (progress.elapsed, worker.replayed)
+    last_ack = worker.store.last_ack
+    if last_ack is not None:
+        # From the start to the last deletion of confirmed messages.
+        seconds, replayed = last_ack - progress.started, worker.replayed
+    else:
+        seconds, replayed = progress.elapsed, 0
     say(
-        f"{why}: {worker.replayed} replayed ({replayed} in {seconds:.1f}s, "
+        f"{why}: {worker.replayed} replayed ({replayed} in {seconds:.2f}s, "
         f"{replayed / max(seconds, 1e-9):.0f} msg/s); the store holds "
         f"{left.total}: {left.due} due, {left.leased} leased, {left.held} held, {left.dead} dead"
     )

@@ -12,6 +12,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,6 +39,8 @@ class _TrackingStore:
         self.store = store
         self.max_body_size = store.max_body_size
         self.holding: dict[str, Message] = {}
+        #: Monotonic time of the latest deletion of confirmed messages.
+        self.last_ack: float | None = None
         #: Claims still running.
         self.claims: set[asyncio.Future[list[Message]]] = set()
 
@@ -60,6 +63,8 @@ class _TrackingStore:
 
     async def ack(self, message_ids: Sequence[str]) -> None:
         await self.store.ack(message_ids)
+        if message_ids:
+            self.last_ack = time.monotonic()
         for message_id in message_ids:
             self.holding.pop(message_id, None)
 

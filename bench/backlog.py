@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import time
 
 from aioproducer import MongoStore, Producer, SQLiteStore, Store
@@ -59,6 +60,9 @@ async def main() -> None:
     parser.add_argument("--queue", action="append", help="routing key(s), round robin")
     parser.add_argument("--to-missing", type=int, default=0)
     args = parser.parse_args()
+    # The closed port is the point: keep the connection chatter out of the output.
+    for name in ("aio_pika", "aiormq", "aioproducer.connection"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
     store: Store = (
         SQLiteStore(args.sqlite)
         if args.sqlite
