@@ -329,3 +329,25 @@ async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
     await asyncio.wait_for(rest.communicate(), 60)
     assert rest.returncode == 0
     await wait_for_ids(amqp, queue, stored, timeout=30)
+
+
+async def test_replay_follow_keeps_running_and_delivers_what_arrives_later(
+    cli_store: CliStore, queue: str, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "aioproducer", "replay", *cli_store.args, "--no-bar",
+        "--follow", "--amqp", AMQP_URL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        ids = await backlog(cli_store, 50, queue)  # stored after the worker started
+        await wait_for_ids(amqp, queue, set(ids), timeout=60)
+        assert process.returncode is None  # an empty store does not end it
+        process.send_signal(signal.SIGINT)
+        out, err = await asyncio.wait_for(process.communicate(), 30)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+    assert process.returncode == 128 + signal.SIGINT, err.decode()
+    assert "stopped by SIGINT: 50 replayed" in out.decode()
