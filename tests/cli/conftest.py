@@ -93,7 +93,7 @@ async def cli_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIter
 def cli(capsys: pytest.CaptureFixture[str]) -> Any:
     """Run the CLI in a thread of its own (it runs its own event loop), capturing output."""
 
-    async def run(*argv: str, stdin: str | None = None) -> Run:
+    async def run(*argv: str) -> Run:
         capsys.readouterr()
         status = await asyncio.to_thread(main, list(argv))
         captured = capsys.readouterr()
