@@ -20,7 +20,7 @@ from ._exceptions import (
 )
 from ._message import Message
 from ._producer import Producer, ProducerState, ProducerStats
-from ._stores._base import Backlog, Store
+from ._stores._base import Backlog, KeyCount, Store
 from ._stores._mongo import MongoStore
 from ._stores._sqlite import SQLiteStore
 from ._threaded import ThreadedProducer
@@ -31,6 +31,7 @@ __all__ = [
     "BodyNotSerializable",
     "BufferFull",
     "InvalidMessage",
+    "KeyCount",
     "Message",
     "MessageTooLarge",
     "MongoStore",

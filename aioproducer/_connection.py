@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -83,6 +84,10 @@ class _BackoffConnection(RobustConnection):
     @property
     def reconnect_interval(self) -> float:
         delay = self.policy.delay(self._failures)
+        # aio-pika reads this while handling a failed attempt: tell the link why.
+        failure = sys.exc_info()[1]
+        if failure is not None and self.link is not None:
+            self.link._attempt_failed(failure, delay, first=self._failures == 0)
         self._failures += 1
         return delay
 
@@ -135,6 +140,8 @@ class AmqpLink:
         self.connections = 0
         self._closing = False
         self._up = False
+        #: Whether a publisher found the connection blocked (logged once per block).
+        self._blocked_seen = False
 
     @property
     def connected(self) -> bool:
@@ -218,8 +225,27 @@ class AmqpLink:
 
     def _connected(self) -> None:
         self._up = True
+        self._blocked_seen = False
         self.connections += 1
         log.info("connected to %s", _safe_url(self._url))
+
+    def _attempt_failed(self, exc: BaseException, delay: float, *, first: bool) -> None:
+        """A connection attempt failed: a line for the first of a row, DEBUG for the rest."""
+        reason = mask(repr(exc))
+        self._error(f"connecting to {_safe_url(self._url)} failed: {reason}")
+        if first:
+            log.warning(
+                "cannot connect to %s: %s; retrying in the background",
+                _safe_url(self._url),
+                reason,
+            )
+        else:
+            log.debug(
+                "connection attempt to %s failed: %s; next in %.1fs",
+                _safe_url(self._url),
+                reason,
+                delay,
+            )
 
     def _on_connection_closed(self, _sender: Any, exc: BaseException | None = None) -> None:
         # aio-pika calls this after every failed reconnection attempt too: log the
@@ -271,10 +297,20 @@ class AmqpLink:
             changed = self._changed
             underlay = await self._channel_now(which)
             if underlay is not None:
+                if self._blocked_seen:
+                    self._blocked_seen = False
+                    log.info("connection to %s unblocked by the broker", _safe_url(self._url))
                 return underlay
             waiters: list[asyncio.Future[Any]] = [changed]
             amqp = self._amqp()
             if amqp is not None and not amqp.is_closed and _is_blocked(amqp):
+                if not self._blocked_seen:
+                    self._blocked_seen = True
+                    log.warning(
+                        "connection to %s blocked by the broker (a resource alarm); "
+                        "publishes wait, messages spill on their deadline",
+                        _safe_url(self._url),
+                    )
                 waiters.append(asyncio.ensure_future(amqp.ready()))
             # A state change that raises no callback is caught by the periodic re-check.
             await asyncio.wait(waiters, timeout=1.0, return_when=asyncio.FIRST_COMPLETED)
@@ -377,3 +413,19 @@ class AmqpLink:
 def _safe_url(url: str) -> str:
     """``url`` without its password, for logs."""
     return mask(url)
+
+
+async def probe(url: str, timeout: float = 5.0) -> str | None:
+    """Open and close one plain connection to ``url``: None if it worked, else why not.
+
+    The reason is short text with the password masked.
+    """
+    try:
+        async with asyncio.timeout(timeout):
+            connection = await aio_pika.connect(url, timeout=timeout)
+            await connection.close()
+    except TimeoutError:
+        return f"no answer from {_safe_url(url)} within {timeout:g}s"
+    except (aiormq.exceptions.AMQPError, OSError, RuntimeError, ValueError) as exc:
+        return f"{_safe_url(url)}: {mask(repr(exc))}"
+    return None

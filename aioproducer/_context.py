@@ -84,11 +84,20 @@ class Context:
         self.last_error = text
 
     def store_failed(self, exc: BaseException) -> None:
+        if self.store_ok:
+            log.warning(
+                "producer %s: store %r failing: %s",
+                self.owner,
+                self.store,
+                describe_store_error(exc),
+            )
         self.store_ok = False
         self.counters.store_errors += 1
         self.record_error(f"store: {describe_store_error(exc)}")
 
     def store_worked(self) -> None:
+        if not self.store_ok:
+            log.info("producer %s: store %r is back", self.owner, self.store)
         self.store_ok = True
 
     def count_failure(self, outcome: Outcome) -> None:

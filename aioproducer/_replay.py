@@ -16,6 +16,8 @@ log = logging.getLogger("aioproducer.replay")
 
 #: Seconds a cancelled replay may spend handing its claimed messages back.
 _RELEASE_ON_CANCEL = 1.0
+#: Seconds between two INFO lines of progress during a long replay.
+PROGRESS_EVERY = 10.0
 
 
 class Replayer:
@@ -40,6 +42,7 @@ class Replayer:
         self._careful = 0
         self._replaying = False
         self._replayed_before = 0
+        self._progress_at = 0.0
 
     async def run(self) -> None:
         context = self._context
@@ -79,9 +82,17 @@ class Replayer:
             if not self._replaying:
                 self._replaying = True
                 self._replayed_before = context.counters.replayed
+                self._progress_at = context.now()
                 log.info("producer %s: replaying stored messages", context.owner)
             log.debug("producer %s: replaying %d stored messages", context.owner, len(batch))
             pause = await self._replay(channel, batch)
+            if context.now() - self._progress_at >= PROGRESS_EVERY:
+                self._progress_at = context.now()
+                log.info(
+                    "producer %s: replaying, %d confirmed so far",
+                    context.owner,
+                    context.counters.replayed - self._replayed_before,
+                )
             if pause:
                 await asyncio.sleep(pause)
 

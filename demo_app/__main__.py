@@ -13,10 +13,13 @@ from ._serve import serve
 
 
 def main() -> int:
-    logging.basicConfig(
-        level=os.environ.get("LOG_LEVEL", "INFO").upper(),
-        format="%(asctime)s %(levelname)-7s %(name)s: %(message)s",
-    )
+    level = os.environ.get("LOG_LEVEL", "INFO").upper()
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s")
+    if level != "DEBUG":
+        # aio-pika and aiormq log every reconnection attempt (aiormq at ERROR, with a
+        # traceback); aioproducer.connection says the same once per change of state.
+        for name in ("aio_pika", "aiormq"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
     try:
         config = Config.from_env()
     except ConfigError as exc:

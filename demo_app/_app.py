@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import math
@@ -22,9 +23,9 @@ from aioproducer import (
     SQLiteStore,
     Store,
 )
+from aioproducer.prometheus import register_collector
 
 from ._config import Config
-from ._metrics import ProducerCollector
 from ._topology import declare_once, declare_until_done
 
 log = logging.getLogger("demo_app")
@@ -88,10 +89,6 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
         return await asyncio.wait_for(state.producer.store.count(), _COUNT_TIMEOUT)
 
     registry = CollectorRegistry()
-    collector = ProducerCollector(
-        lambda: state.producer.stats() if state.producer is not None else None, backlog
-    )
-    registry.register(collector)
     requests = Counter(
         "demo_publish_requests",
         "POST /messages requests, by outcome.",
@@ -111,8 +108,10 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
             fallback_dir=cfg.fallback_dir,
         )
         await producer.start()
+        collector = register_collector(producer, registry, backlog_interval=5.0)
         state.producer, state.started_at = producer, time.monotonic()
         app.extensions["aioproducer"] = producer
+        app.extensions["aioproducer.metrics"] = collector
         tasks: list[asyncio.Task[None]] = []
         topology = (cfg.amqp_url, cfg.exchange, cfg.routing_key)
         try:
@@ -132,6 +131,8 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
             await asyncio.gather(*tasks, return_exceptions=True)
             log.info("draining the producer (up to %.1fs)", cfg.close_timeout)
             await producer.close(timeout=cfg.close_timeout)
+            await collector.stop()
+            registry.unregister(collector)
             log.info("producer closed: %s", producer.stats())
 
     def error(status: int, code: str, detail: str, **extra: Any) -> Response:
@@ -210,7 +211,12 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
 
     @app.get("/metrics")
     async def metrics() -> Response:
-        await collector.refresh()
+        collector = app.extensions.get("aioproducer.metrics")
+        if collector is not None:
+            # Fresh at every scrape; the collector's own task refreshes it in between.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(_COUNT_TIMEOUT):
+                    await collector.refresh_backlog()
         return Response(generate_latest(registry), content_type=CONTENT_TYPE_LATEST)
 
     @app.get("/")

@@ -19,7 +19,7 @@ import enum
 import itertools
 import math
 import selectors
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -27,7 +27,7 @@ from typing import Any, TypeVar
 from pamqp import commands, frame
 from pamqp.header import ContentHeader
 
-from aioproducer import Backlog, Message, Producer, StoreRejected, StoreUnavailable
+from aioproducer import Backlog, KeyCount, Message, Producer, StoreRejected, StoreUnavailable
 from aioproducer._connection import message_properties
 from aioproducer._context import Context
 from aioproducer._link import ACKED, Link, Outcome, Result
@@ -536,6 +536,58 @@ class FakeStore:
             dead=dead,
             oldest=min((r.message.timestamp for r in records), default=None),
         )
+
+    async def scan(self, *, dead: bool | None = None, batch: int = 500) -> AsyncIterator[Message]:
+        """The operations below serve tools, not the producer: plain, without faults."""
+        for message_id in sorted(self.records):
+            message = self.records[message_id].message
+            if dead is None or message.dead == dead:
+                yield replace(message)
+
+    async def get(self, message_id: str) -> Message | None:
+        record = self.records.get(message_id)
+        return None if record is None else replace(record.message)
+
+    async def by_key(self) -> list[KeyCount]:
+        counts: dict[tuple[str, str], list[int]] = {}
+        for record in self.records.values():
+            key = (record.message.exchange, record.message.routing_key)
+            total_dead = counts.setdefault(key, [0, 0])
+            total_dead[0] += 1
+            total_dead[1] += int(record.message.dead)
+        return sorted(
+            (KeyCount(e, r, total, dead) for (e, r), (total, dead) in counts.items()),
+            key=lambda k: -k.total,
+        )
+
+    async def requeue(
+        self,
+        message_ids: Sequence[str],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+    ) -> int:
+        done = 0
+        for message_id in message_ids:
+            record = self.records.get(message_id)
+            if record is None or not record.message.dead:
+                continue
+            message = record.message
+            message.dead, message.attempts, message.due_at = False, 0, self._wall()
+            message.exchange = message.exchange if exchange is None else exchange
+            message.routing_key = message.routing_key if routing_key is None else routing_key
+            done += 1
+        return done
+
+    async def purge_dead(self, message_ids: Sequence[str] | None = None) -> int:
+        ids = [
+            i
+            for i, r in self.records.items()
+            if r.message.dead and (message_ids is None or i in message_ids)
+        ]
+        for message_id in ids:
+            del self.records[message_id]
+        return len(ids)
 
     async def close(self) -> None:
         """Closing a client is local: it neither fails nor hangs."""

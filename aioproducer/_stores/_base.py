@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -25,6 +25,19 @@ class Backlog:
     """Messages that reached ``max_attempts``: kept, never retried."""
     oldest: float | None
     """Wall-clock accept time of the oldest message held, if any."""
+
+
+@dataclass(frozen=True, slots=True)
+class KeyCount:
+    """How many messages a store holds for one exchange and routing key, from
+    :meth:`Store.by_key`."""
+
+    exchange: str
+    routing_key: str
+    total: int
+    """Every message held for this key, dead ones included."""
+    dead: int
+    """Dead messages among them."""
 
 
 @runtime_checkable
@@ -83,6 +96,37 @@ class Store(Protocol):
 
     async def backlog(self) -> Backlog:
         """Exact counts of the messages held, by state, and the oldest accept time."""
+
+    def scan(self, *, dead: bool | None = None, batch: int = 500) -> AsyncIterator[Message]:
+        """Every message held (only dead ones, or only live ones, if ``dead`` says so),
+        in ``message_id`` order, read ``batch`` at a time.
+
+        For tools and operations: it takes no lease, and each batch is read on its
+        own, so messages written or deleted meanwhile may or may not appear.
+        """
+
+    async def get(self, message_id: str) -> Message | None:
+        """The message held under ``message_id``, or None."""
+
+    async def by_key(self) -> list[KeyCount]:
+        """Counts of the messages held, by exchange and routing key, largest first."""
+
+    async def requeue(
+        self,
+        message_ids: Sequence[str],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+    ) -> int:
+        """Make the listed dead messages live again, due now, with no attempts counted.
+
+        ``exchange`` and ``routing_key``, when given, replace the message's own.
+        Messages that are not held or not dead are left alone. Returns how many
+        were requeued.
+        """
+
+    async def purge_dead(self, message_ids: Sequence[str] | None = None) -> int:
+        """Delete dead messages: the listed ones, or every one; return how many."""
 
     async def close(self) -> None:
         """Release the database connection; the store reopens on its next use."""

@@ -13,14 +13,22 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from .._exceptions import StoreError, StoreRejected, StoreUnavailable
 from .._message import Message, decode_headers, encode_headers
-from ._base import Backlog
+from ._base import Backlog, KeyCount
 from ._errors import short, translating
 
 if TYPE_CHECKING:
@@ -113,6 +121,10 @@ class MongoCollection(Protocol):
     ) -> Awaitable[object]: ...
 
     def delete_many(self, filter: Mapping[str, Any], /) -> Awaitable[object]: ...
+
+    def update_many(
+        self, filter: Mapping[str, Any], update: Mapping[str, Any], /
+    ) -> Awaitable[object]: ...
 
     def count_documents(self, filter: Mapping[str, Any], /) -> Awaitable[int]: ...
 
@@ -487,6 +499,85 @@ class MongoStore:
             dead=dead,
             oldest=first[0]["timestamp"] if first else None,
         )
+
+    async def scan(self, *, dead: bool | None = None, batch: int = 500) -> AsyncIterator[Message]:
+        state: dict[str, Any] = {} if dead is None else {"dead": True if dead else {"$ne": True}}
+        last = ""
+        while True:
+            with self._call("scan"):
+                coll = await self._collection()
+                docs = await coll.find(
+                    {**state, "_id": {"$gt": last}}, None, sort=[("_id", 1)], limit=batch
+                ).to_list(None)
+            for doc in docs:
+                message = _from_document(doc)
+                message.lease_token = None
+                yield message
+            if len(docs) < batch:
+                return
+            last = docs[-1]["_id"]
+
+    async def get(self, message_id: str) -> Message | None:
+        with self._call("get"):
+            coll = await self._collection()
+            docs = await coll.find({"_id": message_id}, None, limit=1).to_list(None)
+        if not docs:
+            return None
+        message = _from_document(docs[0])
+        message.lease_token = None
+        return message
+
+    async def by_key(self) -> list[KeyCount]:
+        """Counted here from the names of every message (no aggregation pipeline needed)."""
+        counts: dict[tuple[str, str], list[int]] = {}
+        with self._call("by_key"):
+            coll = await self._collection()
+            docs = await coll.find({}, {"exchange": 1, "routing_key": 1, "dead": 1}).to_list(None)
+        for doc in docs:
+            entry = counts.setdefault((doc["exchange"], doc["routing_key"]), [0, 0])
+            entry[0] += 1
+            entry[1] += bool(doc.get("dead", False))
+        ordered = sorted(counts.items(), key=lambda item: (-item[1][0], item[0]))
+        return [KeyCount(e, k, total, dead) for (e, k), (total, dead) in ordered]
+
+    async def requeue(
+        self,
+        message_ids: Sequence[str],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+    ) -> int:
+        if not message_ids:
+            return 0
+        changes: dict[str, Any] = {
+            "dead": False,
+            "attempts": 0,
+            "due_at": self._now(),
+            "lease_owner": None,
+            "lease_until": 0.0,
+            "lease_token": None,
+        }
+        if exchange is not None:
+            changes["exchange"] = exchange
+        if routing_key is not None:
+            changes["routing_key"] = routing_key
+        with self._call("requeue"):
+            coll = await self._collection()
+            result = await coll.update_many(
+                {"_id": {"$in": list(message_ids)}, "dead": True}, {"$set": changes}
+            )
+        return int(getattr(result, "modified_count", 0) or 0)
+
+    async def purge_dead(self, message_ids: Sequence[str] | None = None) -> int:
+        query: dict[str, Any] = {"dead": True}
+        if message_ids is not None:
+            if not message_ids:
+                return 0
+            query["_id"] = {"$in": list(message_ids)}
+        with self._call("purge_dead"):
+            coll = await self._collection()
+            result = await coll.delete_many(query)
+        return int(getattr(result, "deleted_count", 0) or 0)
 
     async def close(self) -> None:
         """Forget the open collection; close the client if :meth:`from_url` made it."""

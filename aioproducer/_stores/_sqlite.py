@@ -16,7 +16,7 @@ import aiosqlite
 
 from .._exceptions import StoreError, StoreRejected, StoreUnavailable
 from .._message import Message, decode_headers, encode_headers
-from ._base import Backlog
+from ._base import Backlog, KeyCount
 from ._errors import short, translating
 
 log = logging.getLogger("aioproducer.store")
@@ -260,6 +260,81 @@ class SQLiteStore:
             oldest=oldest,
         )
 
+    async def scan(self, *, dead: bool | None = None, batch: int = 500) -> AsyncIterator[Message]:
+        where = "" if dead is None else f"AND dead = {int(dead)} "
+        last = ""
+        while True:
+            async with self._transaction("scan") as db:
+                async with db.execute(
+                    f"SELECT {_COLUMNS} FROM messages WHERE message_id > ? {where}"
+                    "ORDER BY message_id LIMIT ?",
+                    (last, batch),
+                ) as cursor:
+                    rows = list(await cursor.fetchall())
+            for row in rows:
+                yield _from_row(row, None)
+            if len(rows) < batch:
+                return
+            last = rows[-1][0]
+
+    async def get(self, message_id: str) -> Message | None:
+        async with self._transaction("get") as db:
+            async with db.execute(
+                f"SELECT {_COLUMNS} FROM messages WHERE message_id = ?", (message_id,)
+            ) as cursor:
+                row = await cursor.fetchone()
+        return None if row is None else _from_row(row, None)
+
+    async def by_key(self) -> list[KeyCount]:
+        async with self._transaction("by_key") as db:
+            async with db.execute(
+                "SELECT exchange, routing_key, COUNT(*), COALESCE(SUM(dead != 0), 0) "
+                "FROM messages GROUP BY exchange, routing_key "
+                "ORDER BY COUNT(*) DESC, exchange, routing_key"
+            ) as cursor:
+                rows = await cursor.fetchall()
+        return [KeyCount(e, k, total, dead) for e, k, total, dead in rows]
+
+    async def requeue(
+        self,
+        message_ids: Sequence[str],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+    ) -> int:
+        if not message_ids:
+            return 0
+        now = self._clock()
+        async with self._transaction("requeue") as db:
+            changed = 0
+            for message_id in message_ids:
+                cursor = await db.execute(
+                    "UPDATE messages SET dead = 0, attempts = 0, due_at = ?, "
+                    "exchange = COALESCE(?, exchange), routing_key = COALESCE(?, routing_key), "
+                    "lease_owner = NULL, lease_until = 0, lease_token = NULL "
+                    "WHERE message_id = ? AND dead != 0",
+                    (now, exchange, routing_key, message_id),
+                )
+                changed += max(0, cursor.rowcount)
+                await cursor.close()
+        return changed
+
+    async def purge_dead(self, message_ids: Sequence[str] | None = None) -> int:
+        async with self._transaction("purge_dead") as db:
+            if message_ids is None:
+                cursor = await db.execute("DELETE FROM messages WHERE dead != 0")
+                changed = max(0, cursor.rowcount)
+                await cursor.close()
+                return changed
+            changed = 0
+            for message_id in message_ids:
+                cursor = await db.execute(
+                    "DELETE FROM messages WHERE message_id = ? AND dead != 0", (message_id,)
+                )
+                changed += max(0, cursor.rowcount)
+                await cursor.close()
+            return changed
+
     async def close(self) -> None:
         async with self._lock:
             db, self._db = self._db, None
@@ -291,7 +366,7 @@ def _describe(exc: BaseException) -> str:
     return f"{name}: {short(text, 100)}" if text else name
 
 
-def _from_row(row: Any, token: str) -> Message:
+def _from_row(row: Any, token: str | None) -> Message:
     (
         message_id,
         body,

@@ -3,10 +3,10 @@ memory is full and the store refuses too."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
-from aioproducer import Backlog, Message, Store, StoreError
+from aioproducer import Backlog, KeyCount, Message, Store, StoreError
 from demo_app import Config, create_app, producer_of
 from tests.waiting import wait_until
 
@@ -36,6 +36,28 @@ class RefusingStore:
         raise StoreError("the store is down (test stub)")
 
     async def backlog(self) -> Backlog:
+        raise StoreError("the store is down (test stub)")
+
+    async def scan(self, *, dead: bool | None = None, batch: int = 500) -> AsyncIterator[Message]:
+        raise StoreError("the store is down (test stub)")
+        yield  # an async generator, like a store's
+
+    async def get(self, message_id: str) -> Message | None:
+        raise StoreError("the store is down (test stub)")
+
+    async def by_key(self) -> list[KeyCount]:
+        raise StoreError("the store is down (test stub)")
+
+    async def requeue(
+        self,
+        message_ids: Sequence[str],
+        *,
+        exchange: str | None = None,
+        routing_key: str | None = None,
+    ) -> int:
+        raise StoreError("the store is down (test stub)")
+
+    async def purge_dead(self, message_ids: Sequence[str] | None = None) -> int:
         raise StoreError("the store is down (test stub)")
 
     async def close(self) -> None:

@@ -364,6 +364,10 @@ class _Failing:
         await self._fail()
         return None
 
+    async def update_many(self, filter: Mapping[str, Any], update: Mapping[str, Any], /) -> object:
+        await self._fail()
+        return None
+
     async def count_documents(self, filter: Mapping[str, Any], /) -> int:
         await self._fail()
         return 0

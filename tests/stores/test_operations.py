@@ -1,0 +1,94 @@
+"""The store operations that tools use: scan, get, counts by key, requeue and purge of dead.
+
+Run against every store backend (SQLite and MongoDB through PyMongo on nx-27017).
+"""
+
+from __future__ import annotations
+
+from aioproducer._stores._base import KeyCount, Store
+
+from .backends import FakeClock
+from .conftest import Messages
+
+LEASE = 30.0
+
+
+async def _all(store: Store, dead: bool | None = None, batch: int = 500) -> list[str]:
+    return [m.message_id async for m in store.scan(dead=dead, batch=batch)]
+
+
+async def test_scan_reads_every_message_in_id_order_across_batches(
+    store: Store, messages: Messages
+) -> None:
+    live = messages.many(7)
+    dead = messages.many(3, dead=True, attempts=5, last_error="returned: 312 NO_ROUTE")
+    await store.put([*live, *dead])
+    everything = sorted(m.message_id for m in [*live, *dead])
+    assert await _all(store, batch=2) == everything
+    assert await _all(store, dead=True, batch=2) == sorted(m.message_id for m in dead)
+    assert await _all(store, dead=False) == sorted(m.message_id for m in live)
+    scanned = [m async for m in store.scan(dead=True)]
+    assert all(m.dead and m.attempts == 5 and m.lease_token is None for m in scanned)
+    assert scanned[0].last_error == "returned: 312 NO_ROUTE"
+    assert scanned[0].body == next(m.body for m in dead if m.message_id == scanned[0].message_id)
+
+
+async def test_scan_of_an_empty_store(store: Store) -> None:
+    assert await _all(store) == []
+
+
+async def test_get_returns_the_message_or_none(store: Store, messages: Messages) -> None:
+    message = messages(headers={"k": "v"}, routing_key="r")
+    await store.put([message])
+    got = await store.get(message.message_id)
+    assert got is not None
+    assert (got.body, got.headers, got.routing_key) == (message.body, {"k": "v"}, "r")
+    assert await store.get("missing") is None
+
+
+async def test_by_key_counts_all_and_dead_largest_first(store: Store, messages: Messages) -> None:
+    await store.put(
+        [
+            *messages.many(3, exchange="ex", routing_key="a"),
+            *messages.many(1, exchange="ex", routing_key="a", dead=True),
+            *messages.many(2, exchange="", routing_key="b"),
+        ]
+    )
+    assert await store.by_key() == [KeyCount("ex", "a", 4, 1), KeyCount("", "b", 2, 0)]
+
+
+async def test_requeue_makes_dead_messages_due_with_no_attempts(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    dead = messages.many(3, dead=True, attempts=5, due_at=clock() + 1000)
+    live = messages()
+    await store.put([*dead, live])
+    requeued = await store.requeue([dead[0].message_id, live.message_id, "missing"])
+    assert requeued == 1
+    again = await store.get(dead[0].message_id)
+    assert again is not None and not again.dead and again.attempts == 0
+    assert again.due_at <= clock()
+    backlog = await store.backlog()
+    assert backlog.dead == 2
+
+
+async def test_requeue_to_another_exchange_and_routing_key(
+    store: Store, messages: Messages
+) -> None:
+    dead = messages(dead=True, attempts=2, exchange="gone", routing_key="old")
+    await store.put([dead])
+    assert await store.requeue([dead.message_id], exchange="", routing_key="new") == 1
+    claimed = await store.claim("a", limit=10, lease=LEASE)
+    assert [(m.message_id, m.exchange, m.routing_key) for m in claimed] == [
+        (dead.message_id, "", "new")
+    ]
+
+
+async def test_purge_dead_deletes_only_dead_messages(store: Store, messages: Messages) -> None:
+    dead = messages.many(3, dead=True)
+    live = messages.many(2)
+    await store.put([*dead, *live])
+    assert await store.purge_dead([dead[0].message_id, live[0].message_id]) == 1
+    assert await store.purge_dead([]) == 0
+    assert await store.purge_dead() == 2
+    assert sorted(await _all(store)) == sorted(m.message_id for m in live)
