@@ -107,6 +107,9 @@ async def test_close_with_store_and_broker_down_writes_a_file_to_import(
     [exported] = await asyncio.to_thread(lambda: list(tmp_path.glob("aioproducer-unsent-*.jsonl")))
 
     target = tmp_path / "import.db"
+    created = SQLiteStore(target)  # the command imports into an existing store only
+    await created.count()
+    await created.close()
     command = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
