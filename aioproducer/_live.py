@@ -106,6 +106,8 @@ class LivePublisher:
                 context.redundant.append(message.message_id)
                 buffer.needs_spill.set()
             context.counters.confirmed += 1
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug("producer %s: message %s confirmed", context.owner, message.message_id)
             return
         context.count_failure(outcome)
         if outcome is Outcome.CHANNEL_ERROR:

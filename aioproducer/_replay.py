@@ -170,6 +170,8 @@ class Replayer:
         elif self._careful and not failed:
             self._careful -= 1
         context.counters.replayed += len(confirmed)
+        if confirmed and log.isEnabledFor(logging.DEBUG):
+            log.debug("producer %s: replayed and confirmed %s", context.owner, " ".join(confirmed))
         try:
             settled = await self._finish(confirmed, failed)
         except asyncio.CancelledError:

@@ -95,7 +95,13 @@ class Spiller:
                     context.settings.spill_after,
                 )
             self._episode += len(stored)
-            log.debug("producer %s: spilled %d messages", context.owner, len(stored))
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "producer %s: stored %d messages: %s",
+                    context.owner,
+                    len(stored),
+                    " ".join(m.message_id for m in stored),
+                )
 
     def _set_due(self, batch: Sequence[Message], wall: float, now: float) -> None:
         confirm_timeout = self._context.settings.confirm_timeout
