@@ -44,9 +44,13 @@ def test_first_request_starts_the_producer_and_is_accepted(
     answer = client.post("/messages?routing_key=orders", json={"order": 1})
     assert answer.status_code == 202
     assert answer.json is not None and answer.json["routing_key"] == "orders"
-    stats = producer.stats()
-    assert stats.accepted == 1
-    assert client.get("/health").json == {
+    assert producer.stats().accepted == 1
+    health = client.get("/health").json
+    assert health is not None
+    # The broker is on a closed port: the latest connection error may change any moment.
+    last_error = health.pop("last_error")
+    assert last_error is None or ":***@" in last_error
+    assert health == {
         "state": "running",
         "connected": False,
         "accepted": 1,
@@ -54,7 +58,6 @@ def test_first_request_starts_the_producer_and_is_accepted(
         "spilled": 0,
         "replayed": 0,
         "buffered": 1,
-        "last_error": stats.last_error,
     }
 
 
