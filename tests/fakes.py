@@ -457,9 +457,18 @@ class FakeStore:
         if self.reject is not None and any(m.message_id == self.reject for m in messages):
             raise StoreRejected("the fake store refuses this message")
         for message in messages:
-            if message.message_id not in self.records:
+            record = self.records.get(message.message_id)
+            if record is None:
                 copy = replace(message, lease_token=None, stored=False, copying=False)
                 self.records[message.message_id] = Record(copy, message)
+            elif message.attempts > record.message.attempts or (
+                message.dead and not record.message.dead
+            ):
+                # The protocol's rule: a held copy's failure record moves forward.
+                held = record.message
+                held.attempts = max(held.attempts, message.attempts)
+                held.last_error, held.due_at = message.last_error, message.due_at
+                held.dead = held.dead or message.dead
         if self.fault is StoreFault.DOWN_AFTER:
             self.written_but_failed.update(m.message_id for m in messages)
         self._leave()
@@ -504,10 +513,10 @@ class FakeStore:
             record = self.records.get(message.message_id)
             if record is None or record.lease_token != message.lease_token:
                 continue
-            record.message.attempts = message.attempts
+            record.message.attempts = max(record.message.attempts, message.attempts)
             record.message.last_error = message.last_error
             record.message.due_at = message.due_at
-            record.message.dead = message.dead
+            record.message.dead = record.message.dead or message.dead
             record.lease_owner, record.lease_until, record.lease_token = None, 0.0, None
         self._leave()
 

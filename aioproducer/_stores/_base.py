@@ -64,7 +64,13 @@ class Store(Protocol):
     async def put(self, messages: Sequence[Message]) -> None:
         """Write ``messages`` durably, due at their ``due_at``.
 
-        Idempotent by ``message_id``: a message already held is left as it is.
+        Idempotent by ``message_id``: a message already held keeps its record. Only
+        its failure record moves on: when the put carries more ``attempts`` than the
+        store holds, or ``dead`` where the store's copy is live, its attempts, last
+        error, due time and ``dead`` are taken from the put. (A copy written by a call
+        that then answered with an error is thus brought up to date, and never
+        outlives the message's fate.) Failure records only move forward: neither a
+        put nor a :meth:`release` lowers ``attempts`` or revives a dead message.
         """
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
@@ -81,7 +87,8 @@ class Store(Protocol):
         """Delete messages the broker confirmed. Unknown ids are ignored."""
 
     async def release(self, owner: str, messages: Sequence[Message]) -> None:
-        """End the leases of ``messages``, saving their attempts, error, due time and ``dead``.
+        """End the leases of ``messages``, saving their attempts, error, due time and ``dead``
+        (attempts never lower, ``dead`` never cleared: see :meth:`put`).
 
         Matched by each message's ``lease_token``: a message whose lease has passed to
         another claim (even one by an owner of the same name) is left untouched.

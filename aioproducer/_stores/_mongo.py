@@ -358,7 +358,28 @@ class MongoStore:
             try:
                 await coll.insert_many(docs, ordered=False)
             except _pymongo().errors.BulkWriteError as exc:
-                _ignore_duplicates(exc)
+                held = [messages[i] for i in _duplicates(exc)]
+                failed = [m for m in held if m.attempts or m.dead]
+                if failed:
+                    await coll.bulk_write(self._failure_updates(failed), ordered=False)
+
+    def _failure_updates(self, messages: Sequence[Message]) -> list[Any]:
+        """Updates that move the failure record of held ``messages`` forward."""
+        update_one = _pymongo().UpdateOne
+        requests = []
+        for m in messages:
+            behind: list[dict[str, Any]] = [{"attempts": {"$lt": m.attempts}}]
+            if m.dead:
+                behind.append({"dead": {"$ne": True}})
+            fields: dict[str, Any] = {"last_error": m.last_error, "due_at": m.due_at}
+            if m.dead:
+                fields["dead"] = True
+            # One explicit $and: the same query to MongoDB, and one that nx-27017 (the
+            # wire server of the tests) does not misread beside a top-level $or.
+            query = {"$and": [{"_id": m.message_id}, {"$or": behind}]}
+            update = {"$max": {"attempts": m.attempts}, "$set": fields}
+            requests.append(update_one(query, update))
+        return requests
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
         """Lease up to ``limit`` due messages to ``owner``: earliest due first, then
@@ -442,15 +463,18 @@ class MongoStore:
                 update_one(
                     {"_id": m.message_id, "lease_owner": owner, "lease_token": m.lease_token},
                     {
+                        # Failure records only move forward: attempts never lower, and
+                        # dead is only ever set (a $max of booleans is avoided: the
+                        # wire server of the tests stores its result as 1).
+                        "$max": {"attempts": m.attempts},
                         "$set": {
-                            "attempts": m.attempts,
                             "last_error": m.last_error,
                             "due_at": m.due_at,
-                            "dead": m.dead,
                             "lease_owner": None,
                             "lease_until": 0.0,
                             "lease_token": None,
-                        }
+                            **({"dead": True} if m.dead else {}),
+                        },
                     },
                 )
                 for m in messages
@@ -659,18 +683,20 @@ def _from_document(doc: Mapping[str, Any]) -> Message:
     )
 
 
-def _ignore_duplicates(exc: Any) -> None:
-    """Swallow a ``BulkWriteError`` made only of duplicate keys; re-raise anything else.
+def _duplicates(exc: Any) -> list[int]:
+    """The batch positions a ``BulkWriteError`` made only of duplicate keys names.
 
-    A duplicate ``_id`` is a message the store already holds, which ``put`` leaves
-    as it is. Any other write error, or a write concern error (the batch is not
-    known to be durable), fails the put.
+    A duplicate ``_id`` is a message the store already holds. Any other write error,
+    or a write concern error (the batch is not known to be durable), fails the put:
+    ``exc`` is raised again.
     """
     details = exc.details
-    others = [e for e in details.get("writeErrors", ()) if e.get("code") != _DUPLICATE_KEY]
+    errors = details.get("writeErrors", ())
+    others = [e for e in errors if e.get("code") != _DUPLICATE_KEY]
     if others or details.get("writeConcernErrors"):
         raise exc
-    log.debug("put: %d messages already stored", len(details.get("writeErrors", ())))
+    log.debug("put: %d messages already stored", len(errors))
+    return [int(e["index"]) for e in errors]
 
 
 def _translate(exc: Exception, where: str) -> StoreError:

@@ -186,7 +186,12 @@ class SQLiteStore:
                 for m in messages
             ]
             await db.executemany(
-                f"INSERT OR IGNORE INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                "ON CONFLICT (message_id) DO UPDATE SET "
+                "attempts = MAX(messages.attempts, excluded.attempts), "
+                "last_error = excluded.last_error, due_at = excluded.due_at, "
+                "dead = MAX(messages.dead, excluded.dead) "
+                "WHERE excluded.attempts > messages.attempts OR excluded.dead > messages.dead",
                 rows,
             )
 
@@ -231,7 +236,8 @@ class SQLiteStore:
                 if m.lease_token is not None
             ]
             await db.executemany(
-                "UPDATE messages SET attempts = ?, last_error = ?, due_at = ?, dead = ?, "
+                "UPDATE messages SET attempts = MAX(attempts, ?), last_error = ?, due_at = ?, "
+                "dead = MAX(dead, ?), "
                 "lease_owner = NULL, lease_until = 0, lease_token = NULL "
                 "WHERE message_id = ? AND lease_owner = ? AND lease_token = ?",
                 rows,

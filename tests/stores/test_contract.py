@@ -86,7 +86,7 @@ async def test_claim_respects_limit(store: Store, messages: Messages) -> None:
 async def test_put_is_idempotent_by_message_id(store: Store, messages: Messages) -> None:
     first = messages()
     await store.put([first])
-    again = dataclasses.replace(first, body=b"changed", attempts=7)
+    again = dataclasses.replace(first, body=b"changed", routing_key="other")
     await store.put([again])
     assert await store.count() == 1
 
@@ -97,6 +97,45 @@ async def test_put_is_idempotent_by_message_id(store: Store, messages: Messages)
     claimed = await store.claim("a", limit=10, lease=LEASE)
     assert fields(claimed[0]) == fields(first)  # the first write won
     assert sorted(ids(claimed)) == sorted(ids([first, *new]))
+
+
+async def test_put_moves_a_held_copys_failure_record_forward_only(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    """A copy written by a call that then failed must not outlive the message's fate."""
+    first = messages()
+    await store.put([first])
+    failed = dataclasses.replace(
+        first, body=b"changed", attempts=2, last_error="nacked: twice", dead=True,
+        due_at=clock.now + 60,
+    )  # fmt: skip
+    await store.put([failed])
+    held = await store.get(first.message_id)
+    assert held is not None
+    assert (held.attempts, held.last_error, held.dead, held.due_at) == (
+        2, "nacked: twice", True, clock.now + 60,
+    )  # fmt: skip
+    assert held.body == first.body  # the record itself stays the first write
+    assert await store.claim("a", limit=10, lease=LEASE) == []
+    # An older failure record never moves it back.
+    await store.put([dataclasses.replace(first, attempts=1, dead=False)])
+    again = await store.get(first.message_id)
+    assert again is not None and (again.attempts, again.dead) == (2, True)
+
+
+async def test_a_release_never_moves_a_failure_record_back(
+    store: Store, messages: Messages
+) -> None:
+    message = messages()
+    await store.put([message])
+    [leased] = await store.claim("a", limit=10, lease=LEASE)
+    # Meanwhile the message failed for good elsewhere and was stored as dead.
+    await store.put([dataclasses.replace(message, attempts=3, dead=True)])
+    leased.attempts, leased.last_error = 1, "returned: 312 NO_ROUTE"
+    await store.release("a", [leased])
+    held = await store.get(message.message_id)
+    assert held is not None and (held.attempts, held.dead) == (3, True)
+    assert await store.claim("b", limit=10, lease=LEASE) == []
 
 
 async def test_put_leaves_a_leased_message_alone(store: Store, messages: Messages) -> None:

@@ -4,20 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from aioproducer._message import State
 from tests.fakes import FakeBroker, FakeLinkProducer, FakeStore, Mode, StoreFault, VirtualClockLoop
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "put() is idempotent by message_id: when a write succeeded but answered with an "
-        "error, the producer later stores the message as dead, the store keeps the earlier "
-        "copy (not dead), and replay publishes a message the producer reported dead"
-    ),
-)
 def test_a_message_reported_dead_is_kept_dead_in_the_store(tmp_path: Path) -> None:
     loop = VirtualClockLoop()
     try:
