@@ -27,10 +27,12 @@ async def make_backlog(
     missing_exchange: str = "billing.gone",
 ) -> list[str]:
     """Accept ``count`` messages (and ``to_missing`` to a missing exchange); return their ids."""
+    # Nothing is ever confirmed here, so every message is stored on its deadline,
+    # moments after it was accepted; close() then has nothing left to store.
     producer = Producer(
         CLOSED_PORT_URL,
         store=store,
-        spill_after=3600,
+        spill_after=0.05,
         max_buffer=count + to_missing + 1,
         connect_timeout=1.0,
     )
@@ -45,7 +47,11 @@ async def make_backlog(
         await producer.publish({"n": n}, exchange=missing_exchange, routing_key="invoices")
         for n in range(to_missing)
     ]
+    flushed = await producer.flush(timeout=120)
     await producer.close(timeout=1.0)
+    stats = producer.stats()
+    if not flushed or stats.spilled != len(ids):
+        raise RuntimeError(f"only {stats.spilled} of {len(ids)} messages reached the store")
     return ids
 
 
