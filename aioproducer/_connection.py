@@ -129,6 +129,8 @@ class AmqpLink:
         on_error: ErrorSink | None = None,
     ) -> None:
         self._url = url
+        #: The URL as logs and errors show it: its password masked, once.
+        self._shown = mask(url)
         self._on_error = on_error
         self._backoff = backoff
         self._connect_timeout = connect_timeout
@@ -171,10 +173,10 @@ class AmqpLink:
             except Exception as exc:
                 delay = self._backoff.delay(failures)
                 failures += 1
-                self._error(f"connecting to {_safe_url(self._url)} failed: {exc!r}")
+                self._error(f"connecting to {self._shown} failed: {exc!r}")
                 log.error(
                     "connecting to %s failed; retrying in %.1fs\n%s",
-                    _safe_url(self._url),
+                    self._shown,
                     delay,
                     format_exception(exc),
                 )
@@ -227,22 +229,22 @@ class AmqpLink:
         self._up = True
         self._blocked_seen = False
         self.connections += 1
-        log.info("connected to %s", _safe_url(self._url))
+        log.info("connected to %s", self._shown)
 
     def _attempt_failed(self, exc: BaseException, delay: float, *, first: bool) -> None:
         """A connection attempt failed: a line for the first of a row, DEBUG for the rest."""
         reason = mask(repr(exc))
-        self._error(f"connecting to {_safe_url(self._url)} failed: {reason}")
+        self._error(f"connecting to {self._shown} failed: {reason}")
         if first:
             log.warning(
                 "cannot connect to %s: %s; retrying in the background",
-                _safe_url(self._url),
+                self._shown,
                 reason,
             )
         else:
             log.debug(
                 "connection attempt to %s failed: %s; next in %.1fs",
-                _safe_url(self._url),
+                self._shown,
                 reason,
                 delay,
             )
@@ -253,13 +255,13 @@ class AmqpLink:
         was_up, self._up = self._up, False
         reason = mask(repr(exc))
         if self._closing:
-            log.info("connection to %s closed", _safe_url(self._url))
+            log.info("connection to %s closed", self._shown)
         elif was_up:
-            self._error(f"connection to {_safe_url(self._url)} lost: {reason}")
-            log.warning("connection to %s lost: %s", _safe_url(self._url), reason)
+            self._error(f"connection to {self._shown} lost: {reason}")
+            log.warning("connection to %s lost: %s", self._shown, reason)
         else:
-            self._error(f"connecting to {_safe_url(self._url)} failed: {reason}")
-            log.debug("connection attempt to %s failed: %s", _safe_url(self._url), reason)
+            self._error(f"connecting to {self._shown} failed: {reason}")
+            log.debug("connection attempt to %s failed: %s", self._shown, reason)
         self._notify()
 
     def _on_reconnected(self, _sender: Any) -> None:
@@ -299,7 +301,7 @@ class AmqpLink:
             if underlay is not None:
                 if self._blocked_seen:
                     self._blocked_seen = False
-                    log.info("connection to %s unblocked by the broker", _safe_url(self._url))
+                    log.info("connection to %s unblocked by the broker", self._shown)
                 return underlay
             waiters: list[asyncio.Future[Any]] = [changed]
             amqp = self._amqp()
@@ -309,7 +311,7 @@ class AmqpLink:
                     log.warning(
                         "connection to %s blocked by the broker (a resource alarm); "
                         "publishes wait, messages spill on their deadline",
-                        _safe_url(self._url),
+                        self._shown,
                     )
                 waiters.append(asyncio.ensure_future(amqp.ready()))
             # A state change that raises no callback is caught by the periodic re-check.
@@ -410,11 +412,6 @@ class AmqpLink:
         self._notify()
 
 
-def _safe_url(url: str) -> str:
-    """``url`` without its password, for logs."""
-    return mask(url)
-
-
 async def probe(url: str, timeout: float = 5.0) -> str | None:
     """Open and close one plain connection to ``url``: None if it worked, else why not.
 
@@ -425,7 +422,7 @@ async def probe(url: str, timeout: float = 5.0) -> str | None:
             connection = await aio_pika.connect(url, timeout=timeout)
             await connection.close()
     except TimeoutError:
-        return f"no answer from {_safe_url(url)} within {timeout:g}s"
+        return f"no answer from {mask(url)} within {timeout:g}s"
     except (aiormq.exceptions.AMQPError, OSError, RuntimeError, ValueError) as exc:
-        return f"{_safe_url(url)}: {mask(repr(exc))}"
+        return f"{mask(url)}: {mask(repr(exc))}"
     return None

@@ -273,11 +273,6 @@ def _decimal(value: Decimal, where: str) -> bytes:
 # -- headers in the stores: JSON that gives back equal values -------------------------
 
 
-def check_headers(headers: Headers) -> None:
-    """Raise :class:`InvalidMessage` unless AMQP and the stores can carry ``headers``."""
-    prepare_headers(headers)
-
-
 def encode_headers(headers: Headers | None) -> str | None:
     """Headers as JSON text that :func:`decode_headers` turns back into equal values."""
     if headers is None:
