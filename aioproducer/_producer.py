@@ -20,6 +20,9 @@ from ._buffer import Observer
 from ._config import (
     DEFAULT_MAX_BUFFER_BYTES,
     DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_RECONNECT_BACKOFF,
+    DEFAULT_RETRY_BACKOFF,
+    DEFAULT_STORE_BACKOFF,
     Settings,
     check_fallback_dir,
 )
@@ -158,9 +161,9 @@ class Producer:
             confirm_timeout=confirm_timeout,
             connect_timeout=connect_timeout,
             max_attempts=max_attempts,
-            reconnect_backoff=reconnect_backoff or Backoff(base=0.1, cap=1.0),
-            retry_backoff=retry_backoff or Backoff(base=1.0, cap=60.0),
-            store_backoff=store_backoff or Backoff(base=0.2, cap=10.0),
+            reconnect_backoff=reconnect_backoff or DEFAULT_RECONNECT_BACKOFF,
+            retry_backoff=retry_backoff or DEFAULT_RETRY_BACKOFF,
+            store_backoff=store_backoff or DEFAULT_STORE_BACKOFF,
             fallback_dir=check_fallback_dir(fallback_dir),
         )
         self.url = url

@@ -17,8 +17,12 @@ from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._backoff import Backoff
-from ._config import Settings
+from ._config import (
+    DEFAULT_RECONNECT_BACKOFF,
+    DEFAULT_RETRY_BACKOFF,
+    DEFAULT_STORE_BACKOFF,
+    Settings,
+)
 from ._connection import AmqpLink
 from ._context import Context, supervise
 from ._message import Message
@@ -147,9 +151,9 @@ class ReplayWorker:
             confirm_timeout=confirm_timeout,
             connect_timeout=10.0,
             max_attempts=max_attempts,
-            reconnect_backoff=Backoff(base=0.1, cap=1.0),
-            retry_backoff=Backoff(base=1.0, cap=60.0),
-            store_backoff=Backoff(base=0.2, cap=10.0),
+            reconnect_backoff=DEFAULT_RECONNECT_BACKOFF,
+            retry_backoff=DEFAULT_RETRY_BACKOFF,
+            store_backoff=DEFAULT_STORE_BACKOFF,
             fallback_dir=Path("."),
         )
         self.store = _TrackingStore(store)
