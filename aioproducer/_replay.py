@@ -116,13 +116,11 @@ class Replayer:
                 if r is not None and r.outcome is Outcome.ACKED
             ]
             wall = context.wall()
-            rest = [m for m in batch if m.message_id not in set(confirmed)]
+            acked = set(confirmed)
+            rest = [m for m in batch if m.message_id not in acked]
             for message in rest:
                 message.due_at = wall
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_RELEASE_ON_CANCEL):
-                    await context.store.ack(confirmed)
-                    await context.store.release(context.owner, rest)
+            await self._settle_briefly(confirmed, rest)
             raise
         return await self._settle(batch, results)
 
@@ -175,12 +173,7 @@ class Replayer:
         try:
             settled = await self._finish(confirmed, failed)
         except asyncio.CancelledError:
-            # Closing: settle in the store once more, briefly, so that attempts and
-            # deletions are kept rather than left to lease expiry.
-            with contextlib.suppress(Exception):
-                async with asyncio.timeout(_RELEASE_ON_CANCEL):
-                    await context.store.ack(confirmed)
-                    await context.store.release(context.owner, failed)
+            await self._settle_briefly(confirmed, failed)
             raise
         # A message is dead only once the store has kept it so; until then it is
         # stored as before, and replayed again when its lease expires.
@@ -200,6 +193,17 @@ class Replayer:
         if result.missing_exchange is not None:
             return result.missing_exchange == message.exchange
         return len(batch) == 1
+
+    async def _settle_briefly(self, confirmed: list[str], failed: list[Message]) -> None:
+        """On cancellation (close): one quick try at deleting and releasing in the store.
+
+        What it cannot do within :data:`_RELEASE_ON_CANCEL` is left to lease expiry.
+        """
+        store = self._context.store
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(_RELEASE_ON_CANCEL):
+                await store.ack(confirmed)
+                await store.release(self._context.owner, failed)
 
     async def _finish(self, confirmed: list[str], failed: list[Message]) -> bool:
         """Delete confirmed messages from the store and release the rest; False if that failed."""

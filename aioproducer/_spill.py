@@ -204,10 +204,7 @@ class Spiller:
             self._export(_rest(rest, stored, rejected) + rejected, "close was cancelled")
             raise
         finally:
-            if stored:
-                buffer.spilled(stored)
-                context.counters.spilled += sum(1 for m in stored if not m.dead)
-                context.counters.dead += sum(1 for m in stored if m.dead)
+            self._settle(stored, [])
         if stored:
             log.info("producer %s: stored %d messages on close", context.owner, len(stored))
         left = _rest(rest, stored, rejected)
