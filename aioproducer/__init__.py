@@ -17,9 +17,13 @@ from ._exceptions import (
     StoreError,
     StoreRejected,
     StoreUnavailable,
+    UnknownMessage,
 )
-from ._message import Message
+from ._message import Message, Properties
+from ._outgoing import Finish, Middleware, Outgoing
 from ._producer import Producer, ProducerState, ProducerStats
+from ._serializer import Serializer, json_serializer
+from ._settlement import SettledHook, Settlement
 from ._stores._base import Backlog, KeyCount, Store
 from ._stores._mongo import MongoStore
 from ._stores._sqlite import SQLiteStore
@@ -30,22 +34,31 @@ __all__ = [
     "Backoff",
     "BodyNotSerializable",
     "BufferFull",
+    "Finish",
     "InvalidMessage",
     "KeyCount",
     "Message",
     "MessageTooLarge",
+    "Middleware",
     "MongoStore",
+    "Outgoing",
     "Producer",
     "ProducerClosed",
     "ProducerError",
     "ProducerState",
     "ProducerStats",
+    "Properties",
     "SQLiteStore",
+    "Serializer",
+    "SettledHook",
+    "Settlement",
     "Store",
     "StoreError",
     "StoreRejected",
     "StoreUnavailable",
     "ThreadedProducer",
+    "UnknownMessage",
+    "json_serializer",
 ]
 
 __version__ = "0.1.0"

@@ -115,6 +115,34 @@ class Buffer:
         if self.observer is not None:
             self.observer(message, State.MEMORY)
 
+    def add_all(self, messages: list[Message]) -> None:
+        """Accept every message of ``messages``, or raise, leaving the buffer unchanged."""
+        unsettled = self._unsettled
+        if len(unsettled) + len(messages) > self.capacity:
+            raise BufferFull(self.capacity)
+        size = sum(m.size for m in messages)
+        if (
+            self.max_bytes is not None
+            and self.bytes + size > self.max_bytes
+            and (unsettled or len(messages) > 1)
+        ):
+            # (As for add(): one message alone may exceed the bound of an empty buffer.)
+            raise BufferFull(self.capacity, self.max_bytes)
+        ids: set[str] = set()
+        for message in messages:
+            message_id = message.message_id
+            if message_id in unsettled or message_id in self._in_flight or message_id in ids:
+                raise InvalidMessage(
+                    f"message_id {message_id!r} is already in use, not yet settled"
+                )
+            ids.add(message_id)
+        for message in messages:
+            self.add(message)
+
+    def get(self, message_id: str) -> Message | None:
+        """The unsettled message ``message_id``, if memory holds one."""
+        return self._unsettled.get(message_id)
+
     def take(self, now: float, limit: int) -> list[Message]:
         """Up to ``limit`` messages to publish now; they count as in flight."""
         batch: list[Message] = []

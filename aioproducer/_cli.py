@@ -286,6 +286,7 @@ async def _dead_show(args: argparse.Namespace, store: Store) -> int:
     say(f"attempts      {message.attempts}")
     say(f"last error    {message.last_error or '-'}")
     say(f"headers       {json.dumps(_to_dict(message)['headers'])}")
+    say(f"properties    {json.dumps(_to_dict(message)['properties'])}")
     say(f"body ({encoding}, {len(message.body)} bytes)")
     print(body, flush=True)
     return 0

@@ -45,7 +45,13 @@ class _Properties(aiormq.spec.Basic.Properties):
 
 
 def message_properties(message: Message, *, persistent: bool) -> aiormq.spec.Basic.Properties:
-    """The basic properties ``message`` is published with, its headers encoded once."""
+    """The basic properties ``message`` is published with, its headers encoded once.
+
+    ``persistent`` is the producer's default; the message's own setting wins.
+    """
+    extra = message.properties
+    if extra is not None and extra.persistent is not None:
+        persistent = extra.persistent
     properties = _Properties(
         content_type=message.content_type,
         delivery_mode=2 if persistent else 1,
@@ -53,6 +59,15 @@ def message_properties(message: Message, *, persistent: bool) -> aiormq.spec.Bas
         timestamp=datetime.fromtimestamp(int(message.timestamp), UTC),
         headers=message.headers,
     )
+    if extra is not None:
+        properties.priority = extra.priority
+        properties.correlation_id = extra.correlation_id
+        properties.reply_to = extra.reply_to
+        properties.expiration = extra.expiration
+        properties.message_type = extra.type
+        properties.app_id = extra.app_id
+        properties.user_id = extra.user_id
+        properties.content_encoding = extra.content_encoding
     if message.headers:
         if message.headers_wire is None:
             message.headers_wire = encode_headers_wire(message.headers)

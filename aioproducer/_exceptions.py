@@ -7,7 +7,8 @@ Every error derives from :class:`ProducerError`::
     ├── BufferFull              max_buffer messages, or max_buffer_bytes, unsettled in memory
     ├── MessageTooLarge         body over max_message_size                  (also ValueError)
     ├── BodyNotSerializable     body is not bytes, str or JSON-serialisable (also TypeError)
-    ├── InvalidMessage          bad routing key, exchange, headers or id    (also ValueError)
+    ├── InvalidMessage          bad routing key, exchange, headers, id or property (also ValueError)
+    ├── UnknownMessage          settled() for an id not unsettled in memory (also LookupError)
     └── StoreError              a store operation failed                    (also OSError)
         ├── StoreUnavailable    the store did not answer in time or is unreachable: retry later
         └── StoreRejected       the store refused these messages for what they are: isolate them
@@ -55,6 +56,17 @@ class BodyNotSerializable(ProducerError, TypeError):
 
 class InvalidMessage(ProducerError, ValueError):
     """A routing key, exchange, header or message id that AMQP cannot carry."""
+
+
+class UnknownMessage(ProducerError, LookupError):
+    """``settled()`` was asked about an id that is not in memory: unknown, or already settled."""
+
+    def __init__(self, message_id: str) -> None:
+        super().__init__(
+            f"message {message_id!r} is not unsettled in this producer: unknown, or already "
+            "settled (call settled() right after publish())"
+        )
+        self.message_id = message_id
 
 
 class StoreError(ProducerError, OSError):

@@ -15,7 +15,13 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 
-from ._message import Message, decode_headers, encode_headers
+from ._message import (
+    Message,
+    decode_headers,
+    encode_headers,
+    properties_from_dict,
+    properties_to_dict,
+)
 
 log = logging.getLogger("aioproducer.spill")
 
@@ -86,6 +92,7 @@ def _to_dict(message: Message) -> dict[str, object]:
         "attempts": message.attempts,
         "last_error": message.last_error,
         "dead": message.dead,
+        "properties": properties_to_dict(message.properties),
     }
 
 
@@ -107,4 +114,6 @@ def _from_dict(data: dict[str, object]) -> Message:
         attempts=attempts,
         last_error=last_error if isinstance(last_error, str) else None,
         dead=data.get("dead") is True,
+        # Files written before properties were kept have no such field.
+        properties=properties_from_dict(data.get("properties")),
     )

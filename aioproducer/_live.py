@@ -154,12 +154,17 @@ class LivePublisher:
 
 
 async def publish(context: Context, link: Link, channel: Any, message: Message) -> Result:
-    """Publish ``message`` with the producer's options and wait for its confirm."""
+    """Publish ``message`` with the producer's options (its own ``mandatory`` winning)
+    and wait for its confirm."""
     settings = context.settings
+    mandatory = settings.mandatory
+    extra = message.properties
+    if extra is not None and extra.mandatory is not None:
+        mandatory = extra.mandatory
     return await link.publish(
         channel,
         message,
-        mandatory=settings.mandatory,
+        mandatory=mandatory,
         persistent=settings.persistent,
         timeout=settings.confirm_timeout,
     )

@@ -33,7 +33,7 @@ import json
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -93,6 +93,9 @@ class Message:
     that reached the producer's ``max_attempts``: a store keeps it but never hands it
     out again. ``lease_token`` is set by :meth:`Store.claim` and names that one
     claim: :meth:`Store.release` acts only on messages whose lease still carries it.
+    ``properties`` holds the AMQP properties the caller set beyond the usual ones
+    (None when it set none). ``reported`` marks a message whose first settlement
+    was told to ``on_settled``.
     """
 
     message_id: str
@@ -115,11 +118,132 @@ class Message:
     unstorable: bool = False
     headers_wire: bytes | None = field(default=None, repr=False)
     state: State = State.MEMORY
+    properties: Properties | None = None
+    reported: bool = False
 
     @property
     def size(self) -> int:
         """Bytes this message holds in memory, as counted against ``max_buffer_bytes``."""
         return len(self.body) + (len(self.headers_wire) if self.headers_wire else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Properties:
+    """The AMQP basic properties a message carries besides ``message_id``,
+    ``timestamp``, ``content_type`` and headers; None where the caller set none.
+
+    ``persistent`` and ``mandatory``, when set, override the producer's defaults for
+    this message (None: the default of the producer that publishes it).
+    """
+
+    priority: int | None = None
+    """0 to 255; queues declared with ``x-max-priority`` deliver higher first."""
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: str | None = None
+    """Per-message TTL in milliseconds, as the wire carries it: decimal digits."""
+    type: str | None = None
+    app_id: str | None = None
+    user_id: str | None = None
+    """Checked by RabbitMQ against the connection's user."""
+    content_encoding: str | None = None
+    persistent: bool | None = None
+    """Delivery mode 2 (True) or 1 (False)."""
+    mandatory: bool | None = None
+    """Return the message if no queue takes it (and retry it) rather than drop it."""
+
+
+#: The names of :class:`Properties`' fields, in their order.
+PROPERTY_NAMES = tuple(Properties.__dataclass_fields__)
+_SHORT_STRINGS = ("correlation_id", "reply_to", "type", "app_id", "user_id", "content_encoding")
+#: The longest per-message TTL RabbitMQ accepts, in milliseconds (2**32 - 1).
+MAX_EXPIRATION = 2**32 - 1
+
+
+def check_properties(values: Mapping[str, Any], users: frozenset[str]) -> Properties | None:
+    """Check the properties ``values`` names (None: not set); return them, or None if none is.
+
+    ``users`` are the user names the producer connects as: RabbitMQ refuses a
+    ``user_id`` other than the connection's (a channel error), so it is refused here.
+    Raises :class:`InvalidMessage` naming the first bad value.
+    """
+    checked: dict[str, Any] = {}
+    for name, value in values.items():
+        if value is None:
+            continue
+        if name not in Properties.__dataclass_fields__:
+            raise InvalidMessage(f"no message property {name!r}")
+        if name in _SHORT_STRINGS:
+            checked[name] = check_name(value, name)
+        elif name == "priority":
+            if type(value) is not int or not 0 <= value <= 255:
+                raise InvalidMessage(f"priority must be an int from 0 to 255, not {value!r}")
+            checked[name] = value
+        elif name == "expiration":
+            checked[name] = _expiration(value)
+        else:  # persistent, mandatory
+            if not isinstance(value, bool):
+                raise InvalidMessage(f"{name} must be a bool, not {type(value).__name__}")
+            checked[name] = value
+    if not checked:
+        return None
+    user = checked.get("user_id")
+    if user is not None and user not in users:
+        raise InvalidMessage(
+            f"user_id {user!r} is not the user the producer connects as "
+            f"({', '.join(sorted(users))}): RabbitMQ would refuse the message"
+        )
+    return Properties(**checked)
+
+
+def _expiration(value: object) -> str:
+    """A TTL as the wire's decimal milliseconds: from an int of ms, a timedelta or digits."""
+    if isinstance(value, timedelta):
+        millis = value // timedelta(milliseconds=1)
+        if value % timedelta(milliseconds=1):
+            raise InvalidMessage("expiration must be a whole number of milliseconds")
+    elif type(value) is int:
+        millis = value
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 10:
+        millis = int(value)
+    else:
+        raise InvalidMessage(
+            "expiration must be an int of milliseconds, a timedelta or a str of digits, "
+            f"not {type(value).__name__}"
+        )
+    if not 0 <= millis <= MAX_EXPIRATION:
+        raise InvalidMessage(f"expiration must be 0 to {MAX_EXPIRATION} ms, not {millis}")
+    return str(millis)
+
+
+def properties_to_dict(properties: Properties | None) -> dict[str, Any] | None:
+    """The properties set, as a JSON-ready dict (None if there are none)."""
+    if properties is None:
+        return None
+    return {
+        name: value for name in PROPERTY_NAMES if (value := getattr(properties, name)) is not None
+    }
+
+
+def properties_from_dict(data: object) -> Properties | None:
+    """The inverse of :func:`properties_to_dict`, checking every value (no ``user_id`` check)."""
+    if data is None:
+        return None
+    if not isinstance(data, Mapping):
+        raise InvalidMessage(f"properties must be a mapping, not {type(data).__name__}")
+    user = data.get("user_id")
+    return check_properties(data, frozenset({user}) if isinstance(user, str) else frozenset())
+
+
+def encode_properties(properties: Properties | None) -> str | None:
+    """The properties set, as JSON text for a store column (None if there are none)."""
+    data = properties_to_dict(properties)
+    return None if data is None else json.dumps(data, separators=(",", ":"))
+
+
+def decode_properties(text: str | None) -> Properties | None:
+    """The inverse of :func:`encode_properties`."""
+    return None if text is None else properties_from_dict(json.loads(text))
 
 
 # -- names ---------------------------------------------------------------------------

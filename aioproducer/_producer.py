@@ -5,15 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
-import json
+import functools
 import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import Any, Self
+
+import yarl
 
 from ._backoff import Backoff
 from ._buffer import Observer
@@ -28,11 +31,20 @@ from ._config import (
 )
 from ._connection import AmqpLink
 from ._context import Context, describe_store_error, supervise
-from ._exceptions import BodyNotSerializable, MessageTooLarge, ProducerClosed
+from ._exceptions import (
+    BodyNotSerializable,
+    MessageTooLarge,
+    ProducerClosed,
+    ProducerError,
+    UnknownMessage,
+)
 from ._link import Link
 from ._live import LivePublisher
-from ._message import Message, check_name, prepare_headers
+from ._message import Message, Properties, State, check_name, check_properties, prepare_headers
+from ._outgoing import Finish, Middleware, Outgoing
 from ._replay import Replayer
+from ._serializer import BYTES_TYPE, Serializer, json_serializer
+from ._settlement import SettledHook, Settlement, Settlements
 from ._spill import Spiller
 from ._stores._base import Store
 from ._stores._sqlite import SQLiteStore
@@ -45,10 +57,6 @@ STORE_ON_CLOSE = 1.0
 #: share, then closing the connection and the store (half a second each). Writing the
 #: local file, when the store fails, comes on top (a local, fsynced write).
 CLOSE_MARGIN = STORE_ON_CLOSE + 1.0
-
-_BYTES_TYPE = "application/octet-stream"
-_TEXT_TYPE = "text/plain; charset=utf-8"
-_JSON_TYPE = "application/json"
 
 
 class ProducerState(enum.Enum):
@@ -143,6 +151,9 @@ class Producer:
         store_backoff: Backoff | None = None,
         fallback_dir: str | os.PathLike[str] = ".",
         name: str | None = None,
+        serializer: Serializer = json_serializer,
+        on_settled: SettledHook | None = None,
+        middleware: Sequence[Middleware] = (),
     ) -> None:
         self._settings = Settings(
             url=url,
@@ -176,9 +187,12 @@ class Producer:
             max_message_size, getattr(self.store, "max_body_size", max_message_size)
         )
         self.owner = name or f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
-        self._encode_json = json.JSONEncoder(
-            ensure_ascii=False, allow_nan=False, separators=(",", ":")
-        ).encode
+        self._serializer = serializer
+        self._on_settled = on_settled
+        self._middleware = tuple(middleware)
+        #: Who the producer connects as: the only ``user_id`` RabbitMQ accepts.
+        self._users = connection_users(url)
+        self._settlements: Settlements | None = None
         self._state = ProducerState.NEW
         #: Told of every move of every message (tests check the invariant with it).
         self._observer: Observer | None = None
@@ -204,6 +218,9 @@ class Producer:
             raise ProducerClosed("a closed producer cannot be started again")
         context = Context(self._settings, self.store, self.owner, observer=self._observer)
         context.wall = self._wall
+        self._settlements = Settlements(self.owner, self._on_settled)
+        if self._on_settled is not None:
+            context.buffer.observer = self._observe
         link = self._make_link(context)
         context.link = link
         self._context = context
@@ -297,6 +314,8 @@ class Producer:
             finally:
                 await self._close_store(0.5)
                 self._state = ProducerState.CLOSED
+                if self._settlements is not None:
+                    self._settlements.close()
                 log.info("producer %s closed", self.owner)
 
     async def _drain(self, until: float) -> None:
@@ -354,12 +373,26 @@ class Producer:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: int | timedelta | str | None = None,
+        type: str | None = None,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        content_encoding: str | None = None,
+        persistent: bool | None = None,
+        mandatory: bool | None = None,
     ) -> str:
         """Accept a message for delivery and return its ``message_id``; never does I/O.
 
-        ``body`` is sent as is if bytes, UTF-8 encoded if str, and as JSON otherwise.
-        Raises at once, accepting nothing, for a closed producer, a full buffer, a body
-        that cannot be serialised or is too large, or a bad name, header or id.
+        ``body`` goes through the producer's ``serializer`` (by default: bytes as is,
+        str as UTF-8, anything else as JSON); ``content_type`` overrides the type it
+        names. The other keywords are AMQP properties (``expiration`` in milliseconds,
+        or a timedelta); ``persistent`` and ``mandatory`` override the producer's
+        defaults for this message. Raises at once, accepting nothing, for a closed
+        producer, a full buffer, a body that cannot be serialised or is too large, or
+        a bad name, header, id or property.
         """
         return self.publish_nowait(
             body,
@@ -368,6 +401,16 @@ class Producer:
             headers=headers,
             message_id=message_id,
             content_type=content_type,
+            priority=priority,
+            correlation_id=correlation_id,
+            reply_to=reply_to,
+            expiration=expiration,
+            type=type,
+            app_id=app_id,
+            user_id=user_id,
+            content_encoding=content_encoding,
+            persistent=persistent,
+            mandatory=mandatory,
         )
 
     def publish_nowait(
@@ -379,14 +422,162 @@ class Producer:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: int | timedelta | str | None = None,
+        type: str | None = None,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        content_encoding: str | None = None,
+        persistent: bool | None = None,
+        mandatory: bool | None = None,
     ) -> str:
         """:meth:`publish` for code that is not a coroutine."""
-        context = self._context
-        if self._state is not ProducerState.RUNNING or context is None:
+        if self._state is not ProducerState.RUNNING or self._context is None:
             raise ProducerClosed(f"producer is {self._state.value}")
-        message = self._build(body, routing_key, exchange, headers, message_id, content_type)
+        if self._middleware:
+            outgoing = Outgoing(
+                body,
+                routing_key,
+                exchange,
+                headers,
+                message_id,
+                content_type,
+                priority,
+                correlation_id,
+                reply_to,
+                expiration,
+                type,
+                app_id,
+                user_id,
+                content_encoding,
+                persistent,
+                mandatory,
+            )
+            return self._publish_all([outgoing])[0]
+        if (
+            priority is None
+            and correlation_id is None
+            and reply_to is None
+            and expiration is None
+            and type is None
+            and app_id is None
+            and user_id is None
+            and content_encoding is None
+            and persistent is None
+            and mandatory is None
+        ):
+            properties = None
+        else:
+            properties = check_properties(
+                {
+                    "priority": priority,
+                    "correlation_id": correlation_id,
+                    "reply_to": reply_to,
+                    "expiration": expiration,
+                    "type": type,
+                    "app_id": app_id,
+                    "user_id": user_id,
+                    "content_encoding": content_encoding,
+                    "persistent": persistent,
+                    "mandatory": mandatory,
+                },
+                self._users,
+            )
+        message = self._build(
+            body, routing_key, exchange, headers, message_id, content_type, properties
+        )
         self._accept(message)
         return message.message_id
+
+    async def publish_many(
+        self,
+        messages: Iterable[Any],
+        *,
+        routing_key: str = "",
+        exchange: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: int | timedelta | str | None = None,
+        type: str | None = None,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        content_encoding: str | None = None,
+        persistent: bool | None = None,
+        mandatory: bool | None = None,
+    ) -> list[str]:
+        """Accept every message of a batch, or none; return their ids in order.
+
+        Each item is an :class:`Outgoing` (which carries all its own arguments) or a
+        body, published with the keyword arguments given here. Every message is
+        serialised and checked, and the buffer's room for all of them, before any is
+        accepted: the first error raises and nothing is accepted. Never does I/O.
+        """
+        if self._state is not ProducerState.RUNNING or self._context is None:
+            raise ProducerClosed(f"producer is {self._state.value}")
+        batch = [
+            item
+            if isinstance(item, Outgoing)
+            else Outgoing(
+                item,
+                routing_key,
+                exchange,
+                headers,
+                None,
+                content_type,
+                priority,
+                correlation_id,
+                reply_to,
+                expiration,
+                type,
+                app_id,
+                user_id,
+                content_encoding,
+                persistent,
+                mandatory,
+            )
+            for item in messages
+        ]
+        return self._publish_all(batch)
+
+    def _publish_all(self, batch: list[Outgoing]) -> list[str]:
+        """Run the middleware over ``batch``, build and accept it all, or raise accepting none."""
+        finishes: list[tuple[int, Finish]] = []
+        try:
+            for index, outgoing in enumerate(batch):
+                for middleware in self._middleware:
+                    finish = middleware(outgoing)
+                    if finish is not None:
+                        finishes.append((index, finish))
+            messages = [self._build_outgoing(outgoing) for outgoing in batch]
+            self._accept_all(messages)
+        except BaseException as exc:
+            for _index, finish in finishes:
+                _call_finish(finish, exc)
+            raise
+        if finishes:
+            assert self._settlements is not None
+            self._listen()
+            for index, finish in finishes:
+                future = self._settlements.wait_for(messages[index])
+                future.add_done_callback(functools.partial(_finish_when_settled, finish))
+        return [message.message_id for message in messages]
+
+    def _build_outgoing(self, outgoing: Outgoing) -> Message:
+        properties = outgoing.properties()
+        return self._build(
+            outgoing.body,
+            outgoing.routing_key,
+            outgoing.exchange,
+            outgoing.headers,
+            outgoing.message_id,
+            outgoing.content_type,
+            check_properties(properties, self._users),
+        )
 
     def _accept(self, message: Message) -> None:
         """Take a built message into the buffer, or raise, changing nothing.
@@ -398,6 +589,13 @@ class Producer:
         context.buffer.add(message)
         context.counters.accepted += 1
 
+    def _accept_all(self, messages: list[Message]) -> None:
+        """Take every message of a batch into the buffer, or raise, changing nothing."""
+        context = self._context
+        assert context is not None
+        context.buffer.add_all(messages)
+        context.counters.accepted += len(messages)
+
     def _build(
         self,
         body: Any,
@@ -406,6 +604,7 @@ class Producer:
         headers: Mapping[str, Any] | None,
         message_id: str | None,
         content_type: str | None,
+        properties: Properties | None = None,
     ) -> Message:
         """Serialise and check one message; raise, changing nothing, if it cannot be sent.
 
@@ -414,19 +613,9 @@ class Producer:
         context = self._context
         assert context is not None
         if type(body) is bytes:
-            data, default_type = body, _BYTES_TYPE
-        elif isinstance(body, str):
-            data, default_type = _encode_text(body), _TEXT_TYPE
-        elif isinstance(body, bytes | bytearray | memoryview):
-            data, default_type = bytes(body), _BYTES_TYPE
+            data, default_type = body, BYTES_TYPE
         else:
-            try:
-                data = _encode_text(self._encode_json(body))
-            except (TypeError, ValueError, RecursionError) as exc:
-                raise BodyNotSerializable(
-                    f"body is not JSON-serialisable: {type(exc).__name__}"
-                ) from exc
-            default_type = _JSON_TYPE
+            data, default_type = self._serialize(body)
         if len(data) > self.max_message_size:
             raise MessageTooLarge(len(data), self.max_message_size)
         routing_key = check_name(routing_key, "routing_key")
@@ -451,7 +640,69 @@ class Producer:
             headers=headers,
             headers_wire=wire,
             deadline=context.now() + self.spill_after,
+            properties=properties,
         )
+
+    def _serialize(self, body: Any) -> tuple[bytes, str]:
+        """``body`` through the serializer; bytes-like bodies always go as they are."""
+        serializer = self._serializer
+        if serializer is json_serializer:
+            return json_serializer(body)
+        if isinstance(body, bytes | bytearray | memoryview):
+            return bytes(body), BYTES_TYPE
+        try:
+            result = serializer(body)
+        except ProducerError:
+            raise
+        except Exception as exc:
+            raise BodyNotSerializable(
+                f"the serializer failed: {exc.__class__.__name__}: {exc}"[:300]
+            ) from exc
+        if (
+            not isinstance(result, tuple)
+            or len(result) != 2
+            or not isinstance(result[0], bytes)
+            or not isinstance(result[1], str)
+        ):
+            raise BodyNotSerializable("the serializer must return (bytes, content_type str)")
+        return result
+
+    # -- settlement ------------------------------------------------------------
+
+    def settled(self, message_id: str, *, timeout: float | None = None) -> Awaitable[Settlement]:
+        """Await how the message ``message_id`` settles: CONFIRMED, STORED or DEAD.
+
+        Call it right after publish() (it registers at the call, before any await): a
+        message already settled is no longer known here, and raises
+        :class:`UnknownMessage`. The first settlement counts: a message whose copy was
+        stored is STORED even if its confirm or its replay comes later (``on_settled``
+        hears of those). Raises TimeoutError after ``timeout`` seconds (the message is
+        not affected), and :class:`ProducerClosed` if the producer closed before the
+        message settled. publish() itself never waits; nothing is tracked for messages
+        nobody awaits.
+        """
+        context = self._context
+        if context is None or self._settlements is None:
+            raise ProducerClosed(f"producer is {self._state.value}")
+        message = context.buffer.get(message_id)
+        if message is None:
+            raise UnknownMessage(message_id)
+        future = self._settlements.wait_for(message)
+        self._listen()
+        return _await_settlement(future, message_id, timeout)
+
+    def _listen(self) -> None:
+        """Have the buffer tell :class:`Settlements` of every move (from now on)."""
+        context = self._context
+        assert context is not None
+        if context.buffer.observer != self._observe:
+            context.buffer.observer = self._observe
+
+    def _observe(self, message: Message, state: State) -> None:
+        if self._observer is not None:
+            self._observer(message, state)
+        assert self._settlements is not None
+        self._settlements.observe(message, state)
 
     def stats(self) -> ProducerStats:
         """A snapshot of the counters and state."""
@@ -488,11 +739,31 @@ class Producer:
         )
 
 
-def _encode_text(text: str) -> bytes:
+def _finish_when_settled(finish: Finish, future: asyncio.Future[Settlement | None]) -> None:
+    _call_finish(finish, future.result())
+
+
+def _call_finish(finish: Finish, outcome: Settlement | BaseException | None) -> None:
     try:
-        return text.encode()
-    except UnicodeEncodeError:
-        raise BodyNotSerializable("body is not valid Unicode (a lone surrogate)") from None
+        finish(outcome)
+    except Exception:
+        log.exception("a middleware's finish callback failed")
+
+
+async def _await_settlement(
+    future: asyncio.Future[Settlement | None], message_id: str, timeout: float | None
+) -> Settlement:
+    async with asyncio.timeout(timeout):
+        outcome = await asyncio.shield(future)
+    if outcome is None:
+        raise ProducerClosed(f"the producer closed before message {message_id} settled")
+    return outcome
+
+
+def connection_users(url: str | Sequence[str]) -> frozenset[str]:
+    """The user names a producer connects as (aio-pika's default: guest)."""
+    urls = [url] if isinstance(url, str) else list(url)
+    return frozenset(yarl.URL(u).user or "guest" for u in urls)
 
 
 def _empty_stats(state: ProducerState) -> ProducerStats:

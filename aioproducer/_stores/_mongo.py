@@ -27,7 +27,13 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import parse_qsl, urlsplit
 
 from .._exceptions import StoreError, StoreRejected, StoreUnavailable
-from .._message import Message, decode_headers, encode_headers
+from .._message import (
+    Message,
+    decode_headers,
+    encode_headers,
+    properties_from_dict,
+    properties_to_dict,
+)
 from ._base import Backlog, KeyCount
 from ._errors import short, translating
 
@@ -647,7 +653,7 @@ def _full_name(collection: MongoCollection) -> str:
 
 
 def _to_document(m: Message) -> dict[str, Any]:
-    return {
+    doc: dict[str, Any] = {
         "_id": m.message_id,
         "body": m.body,
         "exchange": m.exchange,
@@ -664,6 +670,9 @@ def _to_document(m: Message) -> dict[str, Any]:
         "lease_until": 0.0,
         "lease_token": None,
     }
+    if m.properties is not None:
+        doc["properties"] = properties_to_dict(m.properties)
+    return doc
 
 
 def _from_document(doc: Mapping[str, Any]) -> Message:
@@ -680,6 +689,8 @@ def _from_document(doc: Mapping[str, Any]) -> Message:
         due_at=doc["due_at"],
         dead=bool(doc.get("dead", False)),
         lease_token=doc.get("lease_token"),
+        # Documents written before properties were kept have no such field.
+        properties=properties_from_dict(doc.get("properties")),
     )
 
 

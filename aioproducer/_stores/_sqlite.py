@@ -15,7 +15,13 @@ from typing import Any
 import aiosqlite
 
 from .._exceptions import StoreError, StoreRejected, StoreUnavailable
-from .._message import Message, decode_headers, encode_headers
+from .._message import (
+    Message,
+    decode_headers,
+    decode_properties,
+    encode_headers,
+    encode_properties,
+)
 from ._base import Backlog, KeyCount
 from ._errors import short, translating
 
@@ -36,7 +42,8 @@ CREATE TABLE IF NOT EXISTS messages (
     lease_owner  TEXT,
     lease_until  REAL NOT NULL DEFAULT 0,
     dead         INTEGER NOT NULL DEFAULT 0,
-    lease_token  TEXT
+    lease_token  TEXT,
+    properties   TEXT
 );
 """
 
@@ -45,6 +52,7 @@ CREATE TABLE IF NOT EXISTS messages (
 _ADDED_COLUMNS = {
     "dead": "dead INTEGER NOT NULL DEFAULT 0",
     "lease_token": "lease_token TEXT",
+    "properties": "properties TEXT",
 }
 
 #: The claim walks this index in claim order from the first message and stops after
@@ -58,7 +66,7 @@ CREATE INDEX IF NOT EXISTS messages_claim
 
 _COLUMNS = (
     "message_id, body, exchange, routing_key, content_type, headers, "
-    "timestamp, attempts, last_error, due_at, dead"
+    "timestamp, attempts, last_error, due_at, dead, properties"
 )
 
 _CLAIM = f"""
@@ -182,11 +190,12 @@ class SQLiteStore:
                     m.last_error,
                     m.due_at,
                     int(m.dead),
+                    encode_properties(m.properties),
                 )
                 for m in messages
             ]
             await db.executemany(
-                f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?) "
+                f"INSERT INTO messages ({_COLUMNS}) VALUES (?,?,?,?,?,?,?,?,?,?,?,?) "
                 "ON CONFLICT (message_id) DO UPDATE SET "
                 "attempts = MAX(messages.attempts, excluded.attempts), "
                 "last_error = excluded.last_error, due_at = excluded.due_at, "
@@ -385,6 +394,7 @@ def _from_row(row: Any, token: str | None) -> Message:
         last_error,
         due_at,
         dead,
+        properties,
     ) = row
     return Message(
         message_id=message_id,
@@ -399,4 +409,5 @@ def _from_row(row: Any, token: str | None) -> Message:
         due_at=due_at,
         dead=bool(dead),
         lease_token=token,
+        properties=decode_properties(properties),
     )

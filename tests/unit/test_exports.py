@@ -27,5 +27,5 @@ def test_errors_share_one_root() -> None:
         if isinstance(getattr(aioproducer, name), type)
         and issubclass(getattr(aioproducer, name), Exception)
     ]
-    assert len(errors) == 9
+    assert len(errors) == 10
     assert all(issubclass(error, aioproducer.ProducerError) for error in errors)
