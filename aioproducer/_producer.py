@@ -672,23 +672,30 @@ class Producer:
     def settled(self, message_id: str, *, timeout: float | None = None) -> Awaitable[Settlement]:
         """Await how the message ``message_id`` settles: CONFIRMED, STORED or DEAD.
 
-        Call it right after publish() (it registers at the call, before any await): a
-        message already settled is no longer known here, and raises
-        :class:`UnknownMessage`. The first settlement counts: a message whose copy was
-        stored is STORED even if its confirm or its replay comes later (``on_settled``
-        hears of those). Raises TimeoutError after ``timeout`` seconds (the message is
-        not affected), and :class:`ProducerClosed` if the producer closed before the
-        message settled. publish() itself never waits; nothing is tracked for messages
-        nobody awaits.
+        It registers at the call, before any await: called right after publish() it
+        never misses the settlement. Once a producer has been asked, it also remembers
+        how the latest 10,000 messages settled, and answers for those; any other id
+        raises :class:`UnknownMessage`. The first settlement counts: a message whose
+        copy was stored is STORED even if its confirm or its replay comes later
+        (``on_settled`` hears of those). Raises TimeoutError after ``timeout`` seconds
+        (the message is not affected), and :class:`ProducerClosed` if the producer
+        closed before the message settled. publish() itself never waits, and until
+        settled() is first called nothing is tracked per message.
         """
         context = self._context
         if context is None or self._settlements is None:
             raise ProducerClosed(f"producer is {self._state.value}")
         message = context.buffer.get(message_id)
         if message is None:
-            raise UnknownMessage(message_id)
-        future = self._settlements.wait_for(message)
-        self._listen()
+            recent = self._settlements.recent
+            outcome = recent.get(message_id) if recent is not None else None
+            if outcome is None:
+                raise UnknownMessage(message_id)
+            future = asyncio.get_running_loop().create_future()
+            future.set_result(outcome)
+        else:
+            future = self._settlements.wait_for(message)
+            self._listen()
         return _await_settlement(future, message_id, timeout)
 
     def _listen(self) -> None:

@@ -8,6 +8,7 @@ is set or a first waiter registers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import logging
 from typing import Protocol
@@ -34,7 +35,11 @@ class SettledHook(Protocol):
     def __call__(self, message_id: str, outcome: Settlement, /) -> None: ...
 
 
-_OUTCOMES = {
+#: How many settled messages' outcomes ``settled()`` can still tell, after the fact.
+RECENT_OUTCOMES = 10_000
+
+#: The settlement each settled state stands for.
+OUTCOMES = {
     State.CONFIRMED: Settlement.CONFIRMED,
     State.STORED_IN_FLIGHT: Settlement.STORED,
     State.STORED: Settlement.STORED,
@@ -57,6 +62,9 @@ class Settlements:
         self._hook = hook
         self._loop = asyncio.get_running_loop()
         self._waiters: dict[str, tuple[Message, asyncio.Future[Settlement | None]]] = {}
+        #: How the latest messages first settled: kept once anyone has waited, so a
+        #: wait that comes after the fact is answered too.
+        self.recent: collections.OrderedDict[str, Settlement] | None = None
 
     def wait_for(self, message: Message) -> asyncio.Future[Settlement | None]:
         """A future that ``message``'s first settlement resolves (None: the producer closed)."""
@@ -65,11 +73,13 @@ class Settlements:
             return entry[1]
         future: asyncio.Future[Settlement | None] = self._loop.create_future()
         self._waiters[message.message_id] = (message, future)
+        if self.recent is None:
+            self.recent = collections.OrderedDict()
         return future
 
     def observe(self, message: Message, state: State) -> None:
         """A move of ``message`` (the buffer's observer): tell whoever listens of a settlement."""
-        outcome = _OUTCOMES.get(state)
+        outcome = OUTCOMES.get(state)
         if outcome is None:
             return
         if self._waiters:
@@ -80,6 +90,11 @@ class Settlements:
                     entry[1].set_result(outcome)
         first = not message.reported
         message.reported = True
+        recent = self.recent
+        if recent is not None and first:
+            recent[message.message_id] = outcome
+            if len(recent) > RECENT_OUTCOMES:
+                recent.popitem(last=False)
         if self._hook is not None and (first or outcome is not Settlement.STORED):
             # Not from inside the buffer's bookkeeping: the hook may publish.
             self._loop.call_soon(self._report, message.message_id, outcome)

@@ -37,23 +37,35 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import collections
 import concurrent.futures
 import contextlib
 import dataclasses
+import functools
 import logging
 import os
 import selectors
 import signal
 import threading
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
+from datetime import timedelta
 from types import FrameType, TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
 
-from ._exceptions import BufferFull, InvalidMessage, ProducerClosed
+from ._exceptions import BufferFull, InvalidMessage, ProducerClosed, UnknownMessage
 from ._fallback import write_fallback
 from ._message import Message, State
-from ._producer import CLOSE_MARGIN, Producer, ProducerState, ProducerStats, _empty_stats
+from ._outgoing import Finish, Outgoing
+from ._producer import (
+    CLOSE_MARGIN,
+    Producer,
+    ProducerState,
+    ProducerStats,
+    _call_finish,
+    _empty_stats,
+)
+from ._settlement import OUTCOMES, RECENT_OUTCOMES, Settlement
 from ._stores._base import Store
 from ._stores._sqlite import SQLiteStore
 
@@ -93,6 +105,10 @@ class Admission:
         self._queue: list[Message] = []
         self._queued_bytes = 0
         self._waking = False
+        self._waiters: dict[str, tuple[Message, concurrent.futures.Future[Settlement | None]]] = {}
+        #: How the latest messages settled, for a settled() that comes after the fact
+        #: (the caller's thread may be descheduled between publish() and settled()).
+        self._recent: collections.OrderedDict[str, Settlement] = collections.OrderedDict()
 
     @property
     def count(self) -> int:
@@ -129,6 +145,91 @@ class Admission:
             self._waking = True
             return True
 
+    def admit_all(self, messages: list[Message]) -> bool:
+        """Count and queue every message of ``messages``, or raise, changing nothing.
+
+        True when the caller must wake the loop, as for :meth:`admit`.
+        """
+        with self._lock:
+            if self.closed is not None:
+                raise ProducerClosed(self.closed)
+            unsettled = self._unsettled
+            if len(unsettled) + len(messages) > self.capacity:
+                raise BufferFull(self.capacity)
+            size = sum(m.size for m in messages)
+            if (
+                self.max_bytes is not None
+                and self.bytes + size > self.max_bytes
+                and (unsettled or len(messages) > 1)
+            ):
+                raise BufferFull(self.capacity, self.max_bytes)
+            ids = {m.message_id for m in messages}
+            if len(ids) < len(messages) or not ids.isdisjoint(self._in_use):
+                taken = next(
+                    m.message_id
+                    for i, m in enumerate(messages)
+                    if m.message_id in self._in_use
+                    or any(o.message_id == m.message_id for o in messages[:i])
+                )
+                raise InvalidMessage(f"message_id {taken!r} is already in use, not yet settled")
+            for message in messages:
+                unsettled[message.message_id] = message
+                self._in_use[message.message_id] = message
+            self.bytes += size
+            self._queue.extend(messages)
+            self._queued_bytes += size
+            if self._waking:
+                return False
+            self._waking = True
+            return True
+
+    def waiter(self, message_id: str) -> concurrent.futures.Future[Settlement | None]:
+        """A future that the first settlement of the admitted message ``message_id`` resolves.
+
+        Raises :class:`UnknownMessage` when no such message is unsettled.
+        """
+        with self._lock:
+            message = self._unsettled.get(message_id)
+            if message is None:
+                outcome = self._recent.get(message_id)
+                if outcome is None:
+                    raise UnknownMessage(message_id)
+                done: concurrent.futures.Future[Settlement | None] = concurrent.futures.Future()
+                done.set_result(outcome)
+                return done
+            return self._waiter(message)
+
+    def _waiter(self, message: Message) -> concurrent.futures.Future[Settlement | None]:
+        entry = self._waiters.get(message.message_id)
+        if entry is not None and entry[0] is message:
+            return entry[1]
+        future: concurrent.futures.Future[Settlement | None] = concurrent.futures.Future()
+        self._waiters[message.message_id] = (message, future)
+        return future
+
+    def waiters_for(
+        self, messages: list[Message]
+    ) -> list[concurrent.futures.Future[Settlement | None]]:
+        """Futures for admitted ``messages`` (some may have settled: theirs are resolved)."""
+        futures = []
+        with self._lock:
+            for message in messages:
+                future = self._waiter(message)
+                if self._unsettled.get(message.message_id) is not message:
+                    # Settled before this call: its state says how.
+                    del self._waiters[message.message_id]
+                    future.set_result(OUTCOMES.get(message.state))
+                futures.append(future)
+        return futures
+
+    def close_waiters(self) -> None:
+        """The producer closed: wake every waiter left (None: not settled)."""
+        with self._lock:
+            waiters, self._waiters = self._waiters, {}
+        for _message, future in waiters.values():
+            if not future.done():
+                future.set_result(None)
+
     def take(self) -> list[Message]:
         """The queued messages, oldest first; the next admit wakes the loop again."""
         with self._lock:
@@ -152,14 +253,26 @@ class Admission:
         if state not in _SETTLED:
             return
         message_id = message.message_id
+        waiter = None
         with self._lock:
             # Identity, not id: a replayed copy of an old message may share the id of a
             # newer one admitted since.
             if self._unsettled.get(message_id) is message:
                 del self._unsettled[message_id]
                 self.bytes -= message.size
+                recent = self._recent
+                recent[message_id] = OUTCOMES[state]
+                if len(recent) > RECENT_OUTCOMES:
+                    recent.popitem(last=False)
             if state is not State.STORED_IN_FLIGHT and self._in_use.get(message_id) is message:
                 del self._in_use[message_id]
+            if self._waiters:
+                entry = self._waiters.get(message_id)
+                if entry is not None and entry[0] is message:
+                    del self._waiters[message_id]
+                    waiter = entry[1]
+        if waiter is not None and not waiter.done():
+            waiter.set_result(OUTCOMES[state])
 
     def release(self, message: Message) -> None:
         """Forget ``message`` entirely (it left memory by another way than the buffer)."""
@@ -368,6 +481,8 @@ class ThreadedProducer:
             if self._stranded:
                 self._write_stranded()
             self._final = producer.stats()
+            if self._admission is not None:
+                self._admission.close_waiters()
 
     def _stop_thread(self) -> None:
         with self._life:
@@ -419,17 +534,94 @@ class ThreadedProducer:
         headers: Mapping[str, Any] | None = None,
         message_id: str | None = None,
         content_type: str | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: int | timedelta | str | None = None,
+        type: str | None = None,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        content_encoding: str | None = None,
+        persistent: bool | None = None,
+        mandatory: bool | None = None,
     ) -> str:
         """Accept a message for delivery and return its ``message_id``; from any thread.
 
-        The same hand-off as ``Producer.publish``: serialised and checked in the
-        caller's thread, counted, and queued for the loop; no network or disk I/O, no
-        lock held across anything slow. Raises at once, accepting nothing, for a body
-        that cannot be serialised or is too large, a bad name, header or id (also an
-        id still unsettled), a full buffer (``BufferFull``) and a producer not started
-        or closed (``ProducerClosed``). In a forked child the first call starts the
-        child's own producer.
+        The same hand-off, and the same arguments, as ``Producer.publish``: serialised
+        and checked in the caller's thread, counted, and queued for the loop; no network
+        or disk I/O, no lock held across anything slow. Raises at once, accepting
+        nothing, for a body that cannot be serialised or is too large, a bad name,
+        header, id (also an id still unsettled) or property, a full buffer
+        (``BufferFull``) and a producer not started or closed (``ProducerClosed``). In
+        a forked child the first call starts the child's own producer.
         """
+        outgoing = Outgoing(
+            body,
+            routing_key,
+            exchange,
+            headers,
+            message_id,
+            content_type,
+            priority,
+            correlation_id,
+            reply_to,
+            expiration,
+            type,
+            app_id,
+            user_id,
+            content_encoding,
+            persistent,
+            mandatory,
+        )
+        return self._publish_all([outgoing])[0]
+
+    def publish_many(
+        self,
+        messages: Iterable[Any],
+        *,
+        routing_key: str = "",
+        exchange: str | None = None,
+        headers: Mapping[str, Any] | None = None,
+        content_type: str | None = None,
+        priority: int | None = None,
+        correlation_id: str | None = None,
+        reply_to: str | None = None,
+        expiration: int | timedelta | str | None = None,
+        type: str | None = None,
+        app_id: str | None = None,
+        user_id: str | None = None,
+        content_encoding: str | None = None,
+        persistent: bool | None = None,
+        mandatory: bool | None = None,
+    ) -> list[str]:
+        """Accept every message of a batch, or none, from any thread (see
+        ``Producer.publish_many``); return their ids in order."""
+        batch = [
+            item
+            if isinstance(item, Outgoing)
+            else Outgoing(
+                item,
+                routing_key,
+                exchange,
+                headers,
+                None,
+                content_type,
+                priority,
+                correlation_id,
+                reply_to,
+                expiration,
+                type,
+                app_id,
+                user_id,
+                content_encoding,
+                persistent,
+                mandatory,
+            )
+            for item in messages
+        ]
+        return self._publish_all(batch)
+
+    def _publish_all(self, batch: list[Outgoing]) -> list[str]:
         if self._pid != os.getpid():
             self._check_fork()
         admission = self._admission
@@ -444,17 +636,60 @@ class ThreadedProducer:
             raise ProducerClosed(admission.closed)
         producer = self._producer
         assert producer is not None
-        message = producer._build(body, routing_key, exchange, headers, message_id, content_type)
-        if admission.admit(message):
+        finishes: list[tuple[int, Finish]] = []
+        try:
+            for index, outgoing in enumerate(batch):
+                for middleware in producer._middleware:
+                    finish = middleware(outgoing)
+                    if finish is not None:
+                        finishes.append((index, finish))
+            messages = [producer._build_outgoing(outgoing) for outgoing in batch]
+            wake = (
+                admission.admit(messages[0])
+                if len(messages) == 1
+                else admission.admit_all(messages)
+            )
+        except BaseException as exc:
+            for _index, finish in finishes:
+                _call_finish(finish, exc)
+            raise
+        if wake:
             loop = self._loop
             assert loop is not None
             try:
                 loop.call_soon_threadsafe(self._drain)
             except RuntimeError:
                 # The loop has closed: close() refused admissions first, then drained
-                # the queue, this message included, into the buffer it stored.
+                # the queue, these messages included, into the buffer it stored.
                 pass
-        return message.message_id
+        if finishes:
+            futures = admission.waiters_for([messages[index] for index, _ in finishes])
+            for (_index, finish), future in zip(finishes, futures, strict=True):
+                future.add_done_callback(functools.partial(_finish_settled, finish))
+        return [message.message_id for message in messages]
+
+    def settled(self, message_id: str, *, timeout: float | None = None) -> Settlement:
+        """Wait until the message ``message_id`` settles; return how: CONFIRMED, STORED, DEAD.
+
+        The blocking form of ``Producer.settled`` (the same rules): call it after
+        publish() returned the id, from any thread but the producer's own loop thread.
+        A message that settled already is answered from the outcomes of the latest
+        :data:`RECENT_OUTCOMES` settled messages. Raises :class:`UnknownMessage` for
+        an id it does not know, TimeoutError after ``timeout`` seconds, and
+        ``ProducerClosed`` if the producer closed before the message settled.
+        """
+        self._refuse_on_loop("settled")
+        admission = self._admission
+        if admission is None:
+            raise ProducerClosed(f"producer is {self._state.value}")
+        future = admission.waiter(message_id)
+        try:
+            outcome = future.result(timeout)
+        except concurrent.futures.TimeoutError:
+            raise TimeoutError(f"message {message_id} not settled within {timeout}s") from None
+        if outcome is None:
+            raise ProducerClosed(f"the producer closed before message {message_id} settled")
+        return outcome
 
     def _drain(self) -> None:
         """Loop thread: move what was handed off into the buffer."""
@@ -670,6 +905,10 @@ class _ThreadPerCall(concurrent.futures.ThreadPoolExecutor):
 
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Nothing to stop: each call has its own thread."""
+
+
+def _finish_settled(finish: Finish, future: concurrent.futures.Future[Settlement | None]) -> None:
+    _call_finish(finish, future.result())
 
 
 def _neutralise(selector: selectors.BaseSelector | None) -> None:

@@ -103,6 +103,15 @@ class Received:
     timestamp: object
     exchange: str
     routing_key: str
+    priority: int | None = None
+    correlation_id: str | None = None
+    reply_to: str | None = None
+    expiration: float | None = None
+    """In seconds, as aio-pika reads the wire's milliseconds."""
+    type: str | None = None
+    app_id: str | None = None
+    user_id: str | None = None
+    content_encoding: str | None = None
 
 
 def _received(message: aio_pika.abc.AbstractIncomingMessage) -> Received:
@@ -115,6 +124,16 @@ def _received(message: aio_pika.abc.AbstractIncomingMessage) -> Received:
         timestamp=message.timestamp,
         exchange=message.exchange or "",
         routing_key=message.routing_key or "",
+        priority=message.priority,
+        correlation_id=message.correlation_id,
+        reply_to=message.reply_to,
+        expiration=(
+            float(message.expiration) if isinstance(message.expiration, int | float) else None
+        ),
+        type=message.type,
+        app_id=message.app_id,
+        user_id=message.user_id,
+        content_encoding=message.content_encoding,
     )
 
 

@@ -19,7 +19,7 @@ from typing import Any
 import aio_pika
 import pytest
 
-from aioproducer import Message
+from aioproducer import Message, Properties
 from aioproducer._fallback import read_messages, write_messages
 from bench.backlog import make_backlog
 from tests.broker import AMQP_URL, drain, wait_for_ids
@@ -210,6 +210,44 @@ async def test_export_then_import_is_idempotent_and_renames_the_file(
     assert "(5 new)" in second.out and "the store holds 22" in second.out
 
 
+async def test_export_and_import_carry_every_property(
+    cli: Any, cli_store: CliStore, tmp_path: Path
+) -> None:
+    every = Properties(
+        priority=9, correlation_id="c", reply_to="r", expiration="60000", type="t",
+        app_id="a", user_id="guest", content_encoding="gzip", persistent=False,
+        mandatory=False,
+    )  # fmt: skip
+    messages = [
+        Message(
+            message_id=f"p-{n}",
+            body=b"{}",
+            exchange="",
+            routing_key="q",
+            content_type="application/json",
+            timestamp=time.time(),
+            properties=properties,
+        )
+        for n, properties in enumerate([every, Properties(priority=0), None])
+    ]
+    store = cli_store.open()
+    try:
+        await store.put(messages)
+        out = tmp_path / "props.jsonl"
+        assert (await cli("export", *cli_store.args, "-o", str(out))).status == 0
+        assert {m.message_id: m.properties for m in read_messages(out)} == {
+            m.message_id: m.properties for m in messages
+        }
+        await store.ack([m.message_id for m in messages])
+        run = await cli("import", str(out), *cli_store.args)
+        assert run.status == 0, run.err
+        for message in messages:
+            got = await store.get(message.message_id)
+            assert got is not None and got.properties == message.properties
+    finally:
+        await store.close()
+
+
 async def test_import_validates_every_record_as_publish_would(
     cli: Any, cli_store: CliStore, tmp_path: Path
 ) -> None:
@@ -227,8 +265,11 @@ async def test_import_validates_every_record_as_publish_would(
         ("headers", json.dumps({"$d": {"when": {"$x": 1}}})),
         ("body", "not base64!"),
         ("exchange", 5),
+        ("properties", {"priority": 256}),
+        ("properties", {"expiration": "-1"}),
+        ("properties", {"colour": "red"}),
     ):
-        bad = path.with_name(f"bad-{field}.jsonl")
+        bad = path.with_name(f"bad-{field}-{os.urandom(2).hex()}.jsonl")
         bad.write_text(lines[0] + "\n" + json.dumps({**record, field: value}) + "\n")
         run = await cli("import", str(bad), *cli_store.args)
         assert run.status == 2, (field, run.err)

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from pamqp import encode
 
-from aioproducer._message import Message
+from aioproducer._message import Message, Properties
 from aioproducer._stores._base import Store
 
 from ._workers import claim_until_empty
@@ -34,8 +34,22 @@ LEASE = 30.0
 #: What a store keeps of a message; the rest only means something in one process.
 STORED = (
     "message_id", "body", "exchange", "routing_key", "content_type",
-    "timestamp", "headers", "attempts", "last_error", "due_at", "dead",
+    "timestamp", "headers", "attempts", "last_error", "due_at", "dead", "properties",
 )  # fmt: skip
+
+#: Every AMQP property a message may carry, each set to a value of its own.
+EVERY_PROPERTY = Properties(
+    priority=255,
+    correlation_id="corr-é",
+    reply_to="amq.rabbitmq.reply-to",
+    expiration="60000",
+    type="order.created",
+    app_id="shop",
+    user_id="guest",
+    content_encoding="gzip",
+    persistent=False,
+    mandatory=False,
+)
 
 
 def fields(message: Message) -> dict[str, Any]:
@@ -492,3 +506,20 @@ async def test_message_round_trips_exactly(store: Store, messages: Messages) -> 
     assert got.headers is not None and type(got.headers["bytes"]) is bytes
     assert got.headers["when-offset"].utcoffset() == timedelta(hours=5, minutes=30)
     assert got.headers["when-naive"].tzinfo is None
+
+
+@pytest.mark.parametrize(
+    "properties",
+    [EVERY_PROPERTY, Properties(priority=0), Properties(persistent=True), None],
+    ids=["every", "priority-0", "persistent-only", "none"],
+)
+async def test_properties_come_back_from_every_read(
+    store: Store, messages: Messages, properties: Properties | None
+) -> None:
+    message = messages(properties=properties)
+    await store.put([message])
+    got = await store.get(message.message_id)
+    assert got is not None and got.properties == properties
+    assert [m.properties async for m in store.scan()] == [properties]
+    (claimed,) = await store.claim("a", limit=1, lease=LEASE)
+    assert fields(claimed) == fields(message)

@@ -17,6 +17,7 @@ import pytest
 from pymongo import ReadPreference, WriteConcern
 
 from aioproducer._exceptions import StoreUnavailable
+from aioproducer._message import Properties
 from aioproducer._stores._mongo import (
     CLAIM_INDEX_KEYS,
     DEFAULT_TIMEOUTS_MS,
@@ -164,6 +165,31 @@ async def test_document_layout(mongo_backend: Backend, clock: FakeClock) -> None
     await store.release("owner-1", [claimed])
     doc = await raw.find_one({"_id": message.message_id})
     assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
+
+
+async def test_properties_are_a_subdocument_of_those_set(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    store = mongo_backend.make()
+    message = Messages(clock)(properties=Properties(priority=3, expiration="1500", mandatory=False))
+    await store.put([message])
+    doc = await mongo_backend.collection.find_one({"_id": message.message_id})
+    assert doc["properties"] == {"priority": 3, "expiration": "1500", "mandatory": False}
+
+
+async def test_a_document_from_before_properties_still_loads(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    store = mongo_backend.make()
+    message = Messages(clock)(properties=Properties(priority=1))
+    await store.put([message])
+    raw = mongo_backend.collection
+    await raw.update_one({"_id": message.message_id}, {"$unset": {"properties": ""}})
+    assert "properties" not in await raw.find_one({"_id": message.message_id})
+    got = await store.get(message.message_id)
+    assert got is not None and got.properties is None
+    (claimed,) = await store.claim("a", limit=1, lease=LEASE)
+    assert claimed.message_id == message.message_id and claimed.properties is None
 
 
 async def test_closing_a_store_leaves_the_callers_client_open(

@@ -8,6 +8,7 @@ import sqlite3
 import stat
 from pathlib import Path
 
+from aioproducer._message import Properties
 from aioproducer._stores._sqlite import SQLiteStore
 
 from .backends import FakeClock
@@ -103,3 +104,26 @@ async def test_the_claim_never_reads_messages_not_due_yet(tmp_path: Path) -> Non
     db.close()
     assert "USING COVERING INDEX messages_claim (due_at<?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_a_file_from_before_properties_opens_and_keeps_them_from_then_on(
+    tmp_path: Path,
+) -> None:
+    """A file of the schema that had dead and lease_token but no properties column."""
+    path = tmp_path / "spill.db"
+    with sqlite3.connect(path) as db:
+        db.executescript(OLD_SCHEMA)
+        db.execute("ALTER TABLE messages ADD COLUMN dead INTEGER NOT NULL DEFAULT 0")
+        db.execute("ALTER TABLE messages ADD COLUMN lease_token TEXT")
+    db.close()
+    clock = FakeClock()
+    store = SQLiteStore(path, clock=clock)
+    old = await store.get("old-1")
+    assert old is not None and (old.body, old.properties) == (b"\x01\x02", None)
+    new = Messages(clock)(properties=Properties(priority=7, reply_to="r", persistent=False))
+    await store.put([new])
+    await store.close()
+    again = SQLiteStore(path, clock=clock)
+    got = await again.get(new.message_id)
+    assert got is not None and got.properties == new.properties
+    await again.close()
