@@ -91,7 +91,7 @@ class Settlements:
         first = not message.reported
         message.reported = True
         recent = self.recent
-        if recent is not None and first:
+        if recent is not None and first and message.message_id not in recent:
             recent[message.message_id] = outcome
             if len(recent) > RECENT_OUTCOMES:
                 recent.popitem(last=False)
