@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import enum
 import functools
 import logging
@@ -547,6 +548,9 @@ class Producer:
     def _publish_all(self, batch: list[Outgoing]) -> list[str]:
         """Run the middleware over ``batch``, build and accept it all, or raise accepting none."""
         finishes: list[tuple[int, Finish]] = []
+        if self._middleware:
+            # Middleware changes copies: the caller's Outgoing objects stay as they were.
+            batch = [self._for_middleware(outgoing) for outgoing in batch]
         try:
             for index, outgoing in enumerate(batch):
                 for middleware in self._middleware:
@@ -566,6 +570,11 @@ class Producer:
                 future = self._settlements.wait_for(messages[index])
                 future.add_done_callback(functools.partial(_finish_when_settled, finish))
         return [message.message_id for message in messages]
+
+    def _for_middleware(self, outgoing: Outgoing) -> Outgoing:
+        """A copy of ``outgoing`` for the middleware, its exchange resolved."""
+        exchange = self.exchange if outgoing.exchange is None else outgoing.exchange
+        return dataclasses.replace(outgoing, exchange=exchange)
 
     def _build_outgoing(self, outgoing: Outgoing) -> Message:
         properties = outgoing.properties()

@@ -637,6 +637,9 @@ class ThreadedProducer:
         producer = self._producer
         assert producer is not None
         finishes: list[tuple[int, Finish]] = []
+        if producer._middleware:
+            # Middleware changes copies: the caller's Outgoing objects stay as they were.
+            batch = [producer._for_middleware(outgoing) for outgoing in batch]
         try:
             for index, outgoing in enumerate(batch):
                 for middleware in producer._middleware:
