@@ -44,7 +44,7 @@ from ._live import LivePublisher
 from ._message import Message, Properties, State, check_name, check_properties, prepare_headers
 from ._outgoing import Finish, Middleware, Outgoing
 from ._replay import Replayer
-from ._serializer import BYTES_TYPE, Serializer, json_serializer
+from ._serializer import _BYTES_LIKE, BYTES_TYPE, Serializer, json_serializer
 from ._settlement import SettledHook, Settlement, Settlements
 from ._spill import Spiller
 from ._stores._base import Store
@@ -577,15 +577,24 @@ class Producer:
         return dataclasses.replace(outgoing, exchange=exchange)
 
     def _build_outgoing(self, outgoing: Outgoing) -> Message:
-        properties = outgoing.properties()
+        o = outgoing
+        if (
+            o.priority is None
+            and o.correlation_id is None
+            and o.reply_to is None
+            and o.expiration is None
+            and o.type is None
+            and o.app_id is None
+            and o.user_id is None
+            and o.content_encoding is None
+            and o.persistent is None
+            and o.mandatory is None
+        ):
+            properties = None
+        else:
+            properties = check_properties(o.properties(), self._users)
         return self._build(
-            outgoing.body,
-            outgoing.routing_key,
-            outgoing.exchange,
-            outgoing.headers,
-            outgoing.message_id,
-            outgoing.content_type,
-            check_properties(properties, self._users),
+            o.body, o.routing_key, o.exchange, o.headers, o.message_id, o.content_type, properties
         )
 
     def _accept(self, message: Message) -> None:
@@ -657,7 +666,7 @@ class Producer:
         serializer = self._serializer
         if serializer is json_serializer:
             return json_serializer(body)
-        if isinstance(body, bytes | bytearray | memoryview):
+        if isinstance(body, _BYTES_LIKE):
             return bytes(body), BYTES_TYPE
         try:
             result = serializer(body)

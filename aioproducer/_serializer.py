@@ -27,6 +27,8 @@ class Serializer(Protocol):
     def __call__(self, body: Any, /) -> tuple[bytes, str]: ...
 
 
+#: What goes out as it is, whatever the serializer.
+_BYTES_LIKE = (bytes, bytearray, memoryview)
 BYTES_TYPE = "application/octet-stream"
 TEXT_TYPE = "text/plain; charset=utf-8"
 JSON_TYPE = "application/json"
@@ -66,7 +68,7 @@ def json_serializer(body: Any) -> tuple[bytes, str]:
 
     Raises :class:`~aioproducer.BodyNotSerializable` for what it cannot encode.
     """
-    if isinstance(body, bytes | bytearray | memoryview):
+    if isinstance(body, _BYTES_LIKE):
         return bytes(body), BYTES_TYPE
     if isinstance(body, str):
         return encode_text(body), TEXT_TYPE

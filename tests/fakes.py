@@ -27,7 +27,15 @@ from typing import Any, TypeVar
 from pamqp import commands, frame
 from pamqp.header import ContentHeader
 
-from aioproducer import Backlog, KeyCount, Message, Producer, StoreRejected, StoreUnavailable
+from aioproducer import (
+    Backlog,
+    KeyCount,
+    Message,
+    Producer,
+    Properties,
+    StoreRejected,
+    StoreUnavailable,
+)
 from aioproducer._connection import message_properties
 from aioproducer._context import Context
 from aioproducer._link import ACKED, Link, Outcome, Result
@@ -274,6 +282,20 @@ def check_on_the_wire(message: Message, *, persistent: bool, mandatory: bool) ->
     expected = message.headers or None
     if not _headers_equal(got.headers, expected):
         return f"headers {expected!r} arrived as {got.headers!r}"
+    extra = message.properties or Properties()
+    sent = (
+        extra.priority, extra.correlation_id, extra.reply_to, extra.expiration, extra.type,
+        extra.app_id, extra.user_id, extra.content_encoding,
+    )  # fmt: skip
+    arrived = (
+        got.priority, got.correlation_id, got.reply_to, got.expiration, got.message_type,
+        got.app_id, got.user_id, got.content_encoding,
+    )  # fmt: skip
+    if sent != arrived:
+        return f"properties {sent!r} arrived as {arrived!r}"
+    durable = persistent if extra.persistent is None else extra.persistent
+    if got.delivery_mode != (2 if durable else 1):
+        return f"delivery mode {got.delivery_mode} for persistent={durable}"
     return None
 
 
