@@ -181,8 +181,8 @@ class MongoStore:
     """
 
     #: MongoDB's 16 MiB document limit, less room for the envelope: ids, names, the
-    #: error text, leases and headers (at most 64 KiB on the AMQP wire, at most six
-    #: times that as escaped JSON).
+    #: error text, leases, properties (short strings) and headers (at most 64 KiB on
+    #: the AMQP wire, at most six times that as escaped JSON).
     max_body_size = 16 * 1024 * 1024 - 512 * 1024
 
     def __init__(

@@ -100,8 +100,9 @@ class SQLiteStore:
     """
 
     #: SQLite's default ``SQLITE_MAX_LENGTH`` (10**9 bytes, which bounds a whole row),
-    #: less room for the rest of the row: ids, names, the error text and headers
-    #: (at most 64 KiB on the AMQP wire, at most six times that as escaped JSON).
+    #: less room for the rest of the row: ids, names, the error text, properties (short
+    #: strings, at most six times their size as escaped JSON) and headers (at most
+    #: 64 KiB on the AMQP wire, at most six times that as escaped JSON).
     max_body_size = 1_000_000_000 - 512 * 1024
 
     def __init__(

@@ -326,12 +326,22 @@ async def test_claim_takes_the_earliest_due_first(
 async def test_the_largest_body_is_stored_with_64_kib_of_headers(
     store: Store, messages: Messages
 ) -> None:
-    """``max_body_size``, with headers that fill 64 KiB on the AMQP wire and grow the
-    most when stored (control characters, six bytes each in JSON)."""
+    """``max_body_size``, with headers that fill 64 KiB on the AMQP wire and every
+    property at its longest, all of what grows the most when stored (control
+    characters, six bytes each in JSON)."""
     headers: dict[str, Any] = {"h": "\x01" * 65_000}
     assert len(encode.field_table(headers)) <= 64 * 1024
+    longest = "\x01" * 255
+    properties = Properties(
+        priority=255, correlation_id=longest, reply_to=longest, expiration="4294967295",
+        type=longest, app_id=longest, user_id=longest, content_encoding=longest,
+        persistent=True, mandatory=True,
+    )  # fmt: skip
     body = b"\xab" * type(store).max_body_size
-    message = messages(body=body, headers=headers, last_error="E" * 1000)
+    message = messages(
+        body=body, headers=headers, last_error="E" * 1000, properties=properties,
+        message_id="i" * 255, exchange="x" * 255, routing_key="r" * 255,
+    )  # fmt: skip
     del body
     await store.put([message])
     assert await store.count() == 1
