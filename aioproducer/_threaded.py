@@ -55,7 +55,7 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 from ._exceptions import BufferFull, InvalidMessage, ProducerClosed, UnknownMessage
 from ._fallback import write_fallback
-from ._message import Message, State
+from ._message import Message, State, check_properties
 from ._outgoing import Finish, Outgoing
 from ._producer import (
     CLOSE_MARGIN,
@@ -555,6 +555,43 @@ class ThreadedProducer:
         (``BufferFull``) and a producer not started or closed (``ProducerClosed``). In
         a forked child the first call starts the child's own producer.
         """
+        admission, producer = self._ready()
+        if not producer._middleware:
+            if (
+                priority is None
+                and correlation_id is None
+                and reply_to is None
+                and expiration is None
+                and type is None
+                and app_id is None
+                and user_id is None
+                and content_encoding is None
+                and persistent is None
+                and mandatory is None
+            ):
+                properties = None
+            else:
+                properties = check_properties(
+                    {
+                        "priority": priority,
+                        "correlation_id": correlation_id,
+                        "reply_to": reply_to,
+                        "expiration": expiration,
+                        "type": type,
+                        "app_id": app_id,
+                        "user_id": user_id,
+                        "content_encoding": content_encoding,
+                        "persistent": persistent,
+                        "mandatory": mandatory,
+                    },
+                    producer._users,
+                )
+            message = producer._build(
+                body, routing_key, exchange, headers, message_id, content_type, properties
+            )
+            if admission.admit(message):
+                self._wake()
+            return message.message_id
         outgoing = Outgoing(
             body,
             routing_key,
@@ -621,7 +658,11 @@ class ThreadedProducer:
         ]
         return self._publish_all(batch)
 
-    def _publish_all(self, batch: list[Outgoing]) -> list[str]:
+    def _ready(self) -> tuple[Admission, Producer]:
+        """The admission and producer to publish through; raise if closed or not started.
+
+        In a forked child the first call starts the child's own producer.
+        """
         if self._pid != os.getpid():
             self._check_fork()
         admission = self._admission
@@ -636,6 +677,21 @@ class ThreadedProducer:
             raise ProducerClosed(admission.closed)
         producer = self._producer
         assert producer is not None
+        return admission, producer
+
+    def _wake(self) -> None:
+        """Have the loop drain the hand-off queue."""
+        loop = self._loop
+        assert loop is not None
+        try:
+            loop.call_soon_threadsafe(self._drain)
+        except RuntimeError:
+            # The loop has closed: close() refused admissions first, then drained
+            # the queue, these messages included, into the buffer it stored.
+            pass
+
+    def _publish_all(self, batch: list[Outgoing]) -> list[str]:
+        admission, producer = self._ready()
         finishes: list[tuple[int, Finish]] = []
         if producer._middleware:
             # Middleware changes copies: the caller's Outgoing objects stay as they were.
@@ -657,14 +713,7 @@ class ThreadedProducer:
                 _call_finish(finish, exc)
             raise
         if wake:
-            loop = self._loop
-            assert loop is not None
-            try:
-                loop.call_soon_threadsafe(self._drain)
-            except RuntimeError:
-                # The loop has closed: close() refused admissions first, then drained
-                # the queue, these messages included, into the buffer it stored.
-                pass
+            self._wake()
         if finishes:
             futures = admission.waiters_for([messages[index] for index, _ in finishes])
             for (_index, finish), future in zip(finishes, futures, strict=True):

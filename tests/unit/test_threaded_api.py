@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterator
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -129,3 +130,42 @@ def test_a_closed_producer_refuses_settled(tmp_path: Path) -> None:
     with pytest.raises(ProducerClosed):
         producer.settled("x")
     producer.close()
+
+
+def test_middleware_runs_in_the_callers_thread_and_finishes_on_settlement(
+    tmp_path: Path,
+) -> None:
+    threads: list[str] = []
+    outcomes: list[object] = []
+
+    def stamp(outgoing: Outgoing) -> Callable[[object], None]:
+        threads.append(threading.current_thread().name)
+        outgoing.headers = {"x-stamp": "yes"}
+        return outcomes.append
+
+    with ThreadedProducer(
+        NO_BROKER,
+        store=SQLiteStore(tmp_path / "spill.db"),
+        spill_after=0.2,
+        fallback_dir=tmp_path,
+        middleware=[stamp],
+    ) as producer:
+        message_id = producer.publish(b"x")
+        assert producer.settled(message_id, timeout=30) is Settlement.STORED
+        with pytest.raises(InvalidMessage):
+            producer.publish(b"y", priority=-1)
+
+    async def read() -> dict[str, object] | None:
+        store = SQLiteStore(tmp_path / "spill.db")
+        try:
+            stored = await store.get(message_id)
+        finally:
+            await store.close()
+        assert stored is not None
+        return stored.headers
+
+    assert threads == [threading.current_thread().name] * 2
+    assert asyncio.run(read()) == {"x-stamp": "yes"}
+    # The refusal is told at once; the settlement on the loop thread, maybe after it.
+    assert len(outcomes) == 2 and Settlement.STORED in outcomes
+    assert [type(o) for o in outcomes if o is not Settlement.STORED] == [InvalidMessage]
