@@ -692,6 +692,8 @@ class ThreadedProducer:
 
     def _publish_all(self, batch: list[Outgoing]) -> list[str]:
         admission, producer = self._ready()
+        if not batch:
+            return []
         finishes: list[tuple[int, Finish]] = []
         if producer._middleware:
             # Middleware changes copies: the caller's Outgoing objects stay as they were.

@@ -71,6 +71,7 @@ def test_publish_many_is_all_or_nothing(producer: ThreadedProducer) -> None:
         producer.publish_many([b"c", Outgoing(b"d", priority=300)])
     with pytest.raises(InvalidMessage):
         producer.publish_many([Outgoing(b"c", message_id="own")])
+    assert producer.publish_many([]) == []
     assert producer.stats().accepted == 2
     for message_id in ids:
         assert producer.settled(message_id, timeout=30) is Settlement.STORED
