@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from ._config import format_exception
 from ._context import Context
@@ -164,15 +163,3 @@ class LivePublisher:
             delay,
         )
         context.buffer.hold(message, context.now() + delay)
-
-
-async def publish(context: Context, link: Link, channel: Any, message: Message) -> Result:
-    """Publish ``message`` with the producer's options and wait for its confirm."""
-    settings = context.settings
-    return await link.publish(
-        channel,
-        message,
-        mandatory=settings.mandatory,
-        persistent=settings.persistent,
-        timeout=settings.confirm_timeout,
-    )
