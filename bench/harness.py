@@ -63,7 +63,8 @@ PATHS = [
 class Results:
     rows: dict[tuple[str, int], list[Row]] = field(default_factory=dict)
     web: list[Row] = field(default_factory=list)
-    web_threaded: list[Row] = field(default_factory=list)
+    web_loop: list[Row] = field(default_factory=list)
+    web_thread: list[Row] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
 
     def add(self, case: str, size: int, row: Row) -> None:
@@ -133,7 +134,7 @@ async def purge(queue: str, delete: bool = False) -> None:
     connection = await aio_pika.connect(URL)
     channel = await connection.channel()
     q = await channel.declare_queue(queue, durable=True)
-    await (q.delete() if delete else q.purge())
+    await (q.delete(if_unused=False, if_empty=False) if delete else q.purge())
     await connection.close()
 
 
@@ -189,8 +190,17 @@ wrk.headers["Content-Type"] = "application/json"
 """
 
 
-def web_load(queue: str, seconds: int, threaded: bool = False) -> Row:
-    """wrk (2 threads, 32 connections) against the demo app on a healthy broker.
+#: The web apps loaded: the demo app, and bench.webapp with delivery on the request
+#: loop or in a thread of its own.
+WEB_APPS = {
+    "demo": (["-m", "demo_app"], {}),
+    "loop": (["-m", "bench.webapp"], {"MODE": "loop"}),
+    "thread": (["-m", "bench.webapp"], {"MODE": "thread"}),
+}
+
+
+def web_load(queue: str, seconds: int, app_name: str = "demo") -> Row:
+    """wrk (2 threads, 32 connections) against a web app on a healthy broker.
 
     The share through the store is the producer's ``spilled`` over ``accepted``,
     read from /health once everything accepted is settled.
@@ -212,10 +222,10 @@ def web_load(queue: str, seconds: int, threaded: bool = False) -> Row:
             "LOG_LEVEL": "WARNING",
             "MAX_BUFFER": "1000000",
         }
-        if threaded:
-            env["DELIVERY_THREAD"] = "1"
+        arguments, extra = WEB_APPS[app_name]
+        env.update(extra)
         app = subprocess.Popen(
-            [sys.executable, "-m", "demo_app"],
+            [sys.executable, *arguments],
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
@@ -314,15 +324,17 @@ def run_all(args: argparse.Namespace) -> Results:
                 print(f"{case:22} {size:>6} B {extra}", flush=True)
                 asyncio.run(purge(queue))
             if args.web_seconds:
-                for threaded, into in ((False, results.web), (True, results.web_threaded)):
+                webs = (("demo", results.web), ("loop", results.web_loop),
+                        ("thread", results.web_thread))  # fmt: skip
+                for name, into in webs:
                     try:
-                        web = web_load(queue, args.web_seconds, threaded=threaded)
+                        web = web_load(queue, args.web_seconds, name)
                     except Exception as exc:
-                        results.failures.append(f"web load (threaded={threaded}): {exc}")
-                        print(f"web load FAILED: {exc}", flush=True)
+                        results.failures.append(f"web load ({name}): {exc}")
+                        print(f"web load ({name}) FAILED: {exc}", flush=True)
                         continue
                     into.append(web)
-                    print(f"web load (delivery thread: {threaded}): {web}", flush=True)
+                    print(f"web load ({name}): {web}", flush=True)
                     asyncio.run(purge(queue))
     finally:
         asyncio.run(purge(queue, delete=True))
@@ -490,17 +502,18 @@ def report(r: Results, args: argparse.Namespace, command: str) -> str:
         extra.append(["first confirm after the port reopens, s",
                       spread(r.get("recovery"), lambda w: w["seconds"], "{:.2f}")])  # fmt: skip
     parts += [table(["measure", "min / median / max"], extra), ""]
-    if r.web or r.web_threaded:
-        parts.append(f"### Web load: wrk -t2 -c32 -d{args.web_seconds}s against the demo app\n")
+    if r.web or r.web_loop or r.web_thread:
+        parts.append(f"### Web load: wrk -t2 -c32 -d{args.web_seconds}s, healthy broker\n")
         rows = []
-        for label, got in (("delivery on the request loop", r.web),
-                           ("delivery in its own thread", r.web_threaded)):  # fmt: skip
+        for label, got in (("demo app (delivery on the request loop)", r.web),
+                           ("bench.webapp, delivery on the request loop", r.web_loop),
+                           ("bench.webapp, delivery in its own thread", r.web_thread)):  # fmt: skip
             if got:
                 rows.append([label, spread(got, lambda w: w["requests"]),
                              spread(got, lambda w: w["p99_ms"], "{:.1f}"),
                              spread(got, lambda w: w["share"] * 100, "{:.2f}"),
                              spread(got, lambda w: w["cpu_per_request_us"], "{:.0f}")])  # fmt: skip
-        header = ["demo app", "requests/s", "HTTP p99 ms", "% via the store", "CPU µs/request"]
+        header = ["app", "requests/s", "HTTP p99 ms", "% via the store", "CPU µs/request"]
         parts += [table(header, rows), ""]
     parts.append("### Goals\n")
     parts.append(
