@@ -294,7 +294,7 @@ def run_all(args: argparse.Namespace) -> Results:
     asyncio.run(declare(queue))
     node: PrivateNode | None = None
     if not args.no_node:
-        node = PrivateNode("aioproducer-bench", args.node_port)
+        node = PrivateNode(f"aioproducer-bench-{args.node_port}", args.node_port)
         print(f"starting the private node {node.node} on port {node.port}", flush=True)
         node.start()
     try:
@@ -305,7 +305,7 @@ def run_all(args: argparse.Namespace) -> Results:
                 n = args.serial_messages if case in SERIAL else args.messages
                 plan.append((case, 256, n, None))
             for size in SIZES[1:]:
-                n = max(100, args.messages * 256 // size // 2)
+                n = max(200, args.messages * 256 // size)
                 plan += [("aioproducer", size, n, None), ("aiormq 1000", size, n, None)]
             plan += [(case, 256, args.messages, None) for case, _ in PATHS]
             plan.append(("memory", 256, args.messages, None))
