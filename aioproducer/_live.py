@@ -13,6 +13,10 @@ from ._message import Message, State
 
 log = logging.getLogger("aioproducer.producer")
 
+#: Body bytes sent in one write at most: one write of a whole window of large
+#: messages would be copied into, and shifted along, the transport's buffer.
+WRITE_BYTES = 512 * 1024
+
 #: Failures that are the message's own: it is held back (and counts an attempt).
 MESSAGE_FAULTS = frozenset({Outcome.RETURNED, Outcome.NACKED, Outcome.FAILED})
 
@@ -65,18 +69,19 @@ class LivePublisher:
                 await asyncio.sleep(0)
                 continue
             settings = context.settings
-            sent = link.send(
-                channel,
-                batch,
-                mandatory=settings.mandatory,
-                persistent=settings.persistent,
-                timeout=settings.confirm_timeout,
-                on_result=self._on_result,
-            )
             self._sent = [s for s in self._sent if not s.done]
-            self._sent.append(sent)
-            # Let the frames go out before taking more.
-            await sent.written()
+            for part in _by_bytes(batch, WRITE_BYTES):
+                sent = link.send(
+                    channel,
+                    part,
+                    mandatory=settings.mandatory,
+                    persistent=settings.persistent,
+                    timeout=settings.confirm_timeout,
+                    on_result=self._on_result,
+                )
+                self._sent.append(sent)
+                # Let the frames go out before writing more.
+                await sent.written()
 
     async def stop(self) -> None:
         """Stop settling the publishes in flight; their messages go back to the buffer."""
@@ -163,3 +168,20 @@ class LivePublisher:
             delay,
         )
         context.buffer.hold(message, context.now() + delay)
+
+
+def _by_bytes(batch: list[Message], limit: int) -> list[list[Message]]:
+    """``batch`` in runs of at most ``limit`` body bytes (a larger message alone)."""
+    parts: list[list[Message]] = []
+    part: list[Message] = []
+    size = 0
+    for message in batch:
+        length = len(message.body)
+        if part and size + length > limit:
+            parts.append(part)
+            part, size = [], 0
+        part.append(message)
+        size += length
+    if part:
+        parts.append(part)
+    return parts
