@@ -114,7 +114,8 @@ def run_case(
         check=False,
     )
     if done.returncode != 0:
-        raise RuntimeError(f"{case} ({size} B) failed:\n{done.stderr[-2000:]}")
+        lines = done.stderr.strip().splitlines()
+        raise RuntimeError(lines[-1] if lines else f"exit status {done.returncode}")
     row: Row = json.loads(done.stdout.strip().splitlines()[-1])
     return row
 
