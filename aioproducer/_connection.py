@@ -703,9 +703,9 @@ class _Batch:
         Gives up when the channel closes, or after the batch's timeout (a socket
         that takes nothing): the confirms settle the messages either way.
         """
-        waits = [f for f in (self._put, self._watch) if f is not None and not f.done()]
-        if self._put is not None and waits:
-            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        put, watch = self._put, self._watch
+        if put is not None and watch is not None and not put.done():
+            await asyncio.wait((put, watch), return_when=asyncio.FIRST_COMPLETED)
         drain = self._drain
         if drain is not None and not drain.done() and not self.done:
             await asyncio.wait((drain,), timeout=self._timeout)
