@@ -230,8 +230,7 @@ def web_load(queue: str, seconds: int, app_name: str = "demo") -> Row:
             cwd=ROOT,
             env=env,
             stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-            text=True,
+            stderr=subprocess.DEVNULL,
         )
         try:
             end = time.monotonic() + 60
