@@ -20,7 +20,7 @@ DEFAULT_MAX_MESSAGE_SIZE = 16 * 1024 * 1024
 DEFAULT_MAX_BUFFER_BYTES = 256 * 1024 * 1024
 #: Default delays between reconnection attempts, retries of a message that failed
 #: for a reason of its own, and attempts at a failing store.
-DEFAULT_RECONNECT_BACKOFF = Backoff(base=0.1, cap=1.0)
+DEFAULT_RECONNECT_BACKOFF = Backoff(base=0.1, cap=0.5)
 DEFAULT_RETRY_BACKOFF = Backoff(base=1.0, cap=60.0)
 DEFAULT_STORE_BACKOFF = Backoff(base=0.2, cap=10.0)
 

@@ -8,10 +8,13 @@ so the producer's policy never sees a foreign exception.
 from __future__ import annotations
 
 import asyncio
+import calendar
 import contextlib
 import logging
 import re
+import struct
 import sys
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -24,7 +27,7 @@ from aiormq.channel import EXCEPTION_MAPPING
 
 from ._backoff import Backoff
 from ._config import format_exception, mask
-from ._link import ACKED, ErrorSink, Outcome, Result
+from ._link import ACKED, ErrorSink, OnResult, Outcome, Result, Sent, send_each
 from ._message import Message, encode_headers_wire
 
 log = logging.getLogger("aioproducer.connection")
@@ -75,6 +78,29 @@ def message_properties(message: Message, *, persistent: bool) -> aiormq.spec.Bas
     else:
         properties.headers = None
     return properties
+
+
+def _failure(exc: BaseException) -> Result:
+    """The Result of a publish that failed with ``exc``, raised by aiormq or the connection."""
+    if isinstance(exc, aiormq.exceptions.ChannelClosed):
+        text = str(exc.args[-1]) if exc.args else repr(exc)
+        code = _CODES.get(type(exc), 0)
+        if not code and len(exc.args) == 2 and isinstance(exc.args[0], int):
+            code = exc.args[0]
+        missing = _MISSING_EXCHANGE.search(text) if code == 404 else None
+        return Result(
+            Outcome.CHANNEL_ERROR,
+            text,
+            code,
+            missing_exchange=missing.group(1) if missing else None,
+        )
+    if isinstance(exc, asyncio.CancelledError):
+        # aiormq cancels pending confirms when the connection drops under them.
+        return Result(Outcome.LOST, "confirm cancelled by a closing connection")
+    if isinstance(exc, (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError)):
+        # ChannelInvalidStateError is a RuntimeError: the channel or connection is gone.
+        return Result(Outcome.LOST, repr(exc))
+    return Result(Outcome.FAILED, f"{type(exc).__name__} while publishing")
 
 
 class _BackoffConnection(RobustConnection):
@@ -334,6 +360,34 @@ class AmqpLink:
             for waiter in waiters[1:]:
                 waiter.cancel()
 
+    def send(
+        self,
+        channel: aiormq.abc.AbstractChannel,
+        messages: Sequence[Message],
+        *,
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+        on_result: OnResult,
+    ) -> Sent:
+        """Publish ``messages`` in one write; settle each through ``on_result``.
+
+        The frames of all of them are marshalled into one buffer and queued for the
+        connection's writer at once; confirms settle them by callback, without a task
+        or a future per message (see :class:`_Batch`).
+        """
+        if not BATCHED:
+            return send_each(
+                self,
+                channel,
+                messages,
+                mandatory=mandatory,
+                persistent=persistent,
+                timeout=timeout,
+                on_result=on_result,
+            )
+        return _Batch(channel, messages, mandatory, persistent, timeout, on_result)
+
     async def publish(
         self,
         channel: aiormq.abc.AbstractChannel,
@@ -357,26 +411,13 @@ class AmqpLink:
                 exchange=message.exchange,
                 routing_key=message.routing_key,
                 properties=properties,
-                mandatory=mandatory,
+                mandatory=message.mandatory_or(mandatory),
                 timeout=timeout,
             )
         except TimeoutError:
             return Result(Outcome.TIMEOUT, f"no confirm within {timeout:.3g}s")
-        except aiormq.exceptions.ChannelClosed as exc:
-            text = str(exc.args[-1]) if exc.args else repr(exc)
-            code = _CODES.get(type(exc), 0)
-            if not code and len(exc.args) == 2 and isinstance(exc.args[0], int):
-                code = exc.args[0]
-            missing = _MISSING_EXCHANGE.search(text) if code == 404 else None
-            return Result(
-                Outcome.CHANNEL_ERROR,
-                text,
-                code,
-                missing_exchange=missing.group(1) if missing else None,
-            )
         except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
-            # ChannelInvalidStateError is a RuntimeError: the channel or connection is gone.
-            return Result(Outcome.LOST, repr(exc))
+            return _failure(exc)
         except asyncio.CancelledError:
             task = asyncio.current_task()
             if task is not None and task.cancelling():
@@ -425,6 +466,322 @@ class AmqpLink:
             ) as exc:
                 log.info("closing the connection did not finish cleanly: %s", mask(repr(exc)))
         self._notify()
+
+
+# -- the batched publish path ------------------------------------------------------
+#
+# Publishing through ``Channel.basic_publish`` costs a lock, a timeout scope, a
+# drain future, a confirmation future and pamqp marshalling per message. A batch
+# below goes under it: it marshals the frames of many messages into one write and
+# registers an entry of its own per message in aiormq's table of pending confirms,
+# which aiormq's channel reader settles by calling it. What it relies on of aiormq
+# is listed in INTERNALS and checked when this module is imported; the versions it
+# was verified with are pinned in pyproject.toml.
+
+#: What the batched path uses of an aiormq channel: methods, and attributes its
+#: ``__init__`` sets.
+CHANNEL_METHODS = ("create_future", "_confirm_delivery", "_on_return_frame", "_on_confirm_frame")
+CHANNEL_FIELDS = (
+    "confirmations",
+    "message_id_delivery_tag",
+    "delivery_tag",
+    "write_queue",
+    "max_content_size",
+    "number",
+)
+
+
+def check_internals() -> list[str]:
+    """What the batched path needs of aiormq that this aiormq lacks: empty if nothing."""
+    channel = aiormq.Channel
+    missing = [f"Channel.{name}()" for name in CHANNEL_METHODS if not hasattr(channel, name)]
+    assigned = channel.__init__.__code__.co_names
+    missing += [f"Channel.{name}" for name in CHANNEL_FIELDS if name not in assigned]
+    fields = getattr(aiormq.abc.ChannelFrame, "__dataclass_fields__", {})
+    missing += [
+        f"ChannelFrame.{name}"
+        for name in ("payload", "should_close", "drain_future")
+        if name not in fields
+    ]
+    return missing
+
+
+#: Whether this aiormq has what the batched path needs; if not, each message is
+#: published through ``basic_publish`` (slower, same outcomes).
+BATCHED = not check_internals()
+if not BATCHED:
+    log.warning(
+        "aiormq %s lacks %s: publishing one message at a time",
+        getattr(aiormq, "__version__", "?"),
+        ", ".join(check_internals()),
+    )
+
+_FRAME_HEAD = struct.Struct(">BHI")
+_METHOD_HEAD = struct.Struct(">BHIHHH")  # frame head, Basic.Publish ids, reserved short
+_CONTENT_HEAD = struct.Struct(">BHIHHQH")  # frame head, class, weight, body size, flags
+_U64 = struct.Struct(">Q")
+_FRAME_END = b"\xce"
+_SHORTSTR = "shortstr"
+#: Basic properties in wire order: name, presence flag, AMQP type.
+_PROPERTIES = tuple(
+    (
+        name,
+        aiormq.spec.Basic.Properties.flags[name],
+        aiormq.spec.Basic.Properties.amqp_type(name),
+    )
+    for name in aiormq.spec.Basic.Properties.__slots__
+)
+
+
+def _shortstr(value: str) -> bytes:
+    data = value.encode()
+    if len(data) > 255:
+        raise ValueError("a short string is longer than 255 bytes")
+    return bytes((len(data),)) + data
+
+
+def publish_frames(
+    number: int,
+    message: Message,
+    properties: aiormq.spec.Basic.Properties,
+    mandatory: bool,
+    max_content: int,
+    out: list[bytes],
+) -> None:
+    """Append the Basic.Publish, content header and body frames of ``message`` to ``out``.
+
+    The same bytes pamqp marshals (a test compares them), without its per-field
+    dispatch: short strings, octets and the timestamp are encoded here, any other
+    property by ``properties.encode_property`` (as pamqp does).
+    """
+    names = _shortstr(message.exchange) + _shortstr(message.routing_key)
+    method = _METHOD_HEAD.pack(1, number, 7 + len(names), 60, 40, 0) + names
+    flags = 0
+    parts: list[bytes] = []
+    for name, flag, kind in _PROPERTIES:
+        value = getattr(properties, name)
+        if value is None or value == "":
+            continue
+        flags |= flag
+        if kind == _SHORTSTR and type(value) is str:
+            parts.append(_shortstr(value))
+        elif kind == "octet" and type(value) is int:
+            parts.append(bytes((value,)))
+        elif kind == "timestamp" and type(value) is datetime and value.tzinfo is UTC:
+            parts.append(_U64.pack(calendar.timegm(value.utctimetuple())))
+        else:
+            parts.append(properties.encode_property(name, value))
+    encoded = b"".join(parts)
+    body = message.body
+    out.append(method)
+    out.append(b"\x01\xce" if mandatory else b"\x00\xce")
+    out.append(_CONTENT_HEAD.pack(2, number, 14 + len(encoded), 60, 0, len(body), flags))
+    out.append(encoded)
+    out.append(_FRAME_END)
+    for start in range(0, len(body), max_content):
+        chunk = body[start : start + max_content]
+        out.append(_FRAME_HEAD.pack(3, number, len(chunk)))
+        out.append(chunk)
+        out.append(_FRAME_END)
+
+
+class _Confirm:
+    """One message of a :class:`_Batch`, as an entry of ``Channel.confirmations``.
+
+    aiormq's channel reader settles such an entry by calling ``set_result`` (with an
+    ack frame, or the returned message) or ``set_exception`` (a nack); it asks
+    ``done()`` and ``cancelled()`` of an entry whose confirm came after its timeout.
+    """
+
+    __slots__ = ("batch", "message", "settled", "tag")
+
+    def __init__(self, batch: _Batch, message: Message, tag: int) -> None:
+        self.batch = batch
+        self.message = message
+        self.tag = tag
+        self.settled = False
+
+    def done(self) -> bool:
+        return self.settled
+
+    def cancelled(self) -> bool:
+        # Only a timed-out entry is done before its confirm: aiormq logs that at DEBUG.
+        return self.settled
+
+    def set_result(self, value: Any) -> None:
+        if isinstance(value, aiormq.abc.DeliveredMessage):
+            frame = value.delivery
+            code = getattr(frame, "reply_code", 0) or 0
+            text = getattr(frame, "reply_text", "") or "returned"
+            self.batch.settle(self, Result(Outcome.RETURNED, f"{code} {text}", code))
+        elif isinstance(value, aiormq.spec.Basic.Ack):
+            self.batch.settle(self, ACKED)
+        else:
+            self.batch.settle(self, _NACKED)
+
+    def set_exception(self, exc: BaseException) -> None:
+        if isinstance(exc, aiormq.exceptions.DeliveryError):
+            self.batch.settle(self, _NACKED)
+        else:
+            self.batch.settle(self, _failure(exc))
+
+
+_NACKED = Result(Outcome.NACKED, "nacked by the broker")
+
+
+class _Batch:
+    """Messages published in one write on one channel, settled one by one by callback.
+
+    A future from the channel's own future store stands for the whole batch: aiormq
+    rejects it when the channel or its connection closes, which settles whatever
+    is still unconfirmed as lost (or as the channel's error). One timer settles
+    what is left unconfirmed after ``timeout`` seconds.
+    """
+
+    def __init__(
+        self,
+        channel: Any,
+        messages: Sequence[Message],
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+        on_result: OnResult,
+    ) -> None:
+        self._channel = channel
+        self._on_result = on_result
+        self._timeout = timeout
+        self._entries: list[_Confirm] = []
+        self._pending = 0
+        self._abandoned = False
+        self._watch: asyncio.Future[None] | None = None
+        self._put: asyncio.Future[None] | None = None
+        self._drain: asyncio.Future[None] | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        number: int = channel.number
+        max_content: int = channel.max_content_size
+        frames: list[bytes] = []
+        sendable: list[Message] = []
+        for message in messages:
+            try:
+                properties = message_properties(message, persistent=persistent)
+                publish_frames(
+                    number,
+                    message,
+                    properties,
+                    message.mandatory_or(mandatory),
+                    max_content,
+                    frames,
+                )
+            except Exception as exc:
+                self._report(
+                    message,
+                    Result(
+                        Outcome.FAILED,
+                        f"properties could not be encoded: {type(exc).__name__}",
+                    ),
+                )
+                continue
+            sendable.append(message)
+        if not sendable:
+            return
+        if channel.is_closed:
+            lost = Result(Outcome.LOST, f"{channel!r} closed")
+            for message in sendable:
+                self._report(message, lost)
+            return
+        confirmations = channel.confirmations
+        tags = channel.message_id_delivery_tag
+        tag: int = channel.delivery_tag
+        entries = self._entries
+        for message in sendable:
+            tag += 1
+            entry = _Confirm(self, message, tag)
+            confirmations[tag] = entry
+            tags[message.message_id] = tag
+            entries.append(entry)
+        channel.delivery_tag = tag
+        self._pending = len(entries)
+        self._watch = watch = channel.create_future()
+        self._drain = channel.create_future()
+        frame = aiormq.abc.ChannelFrame(
+            payload=b"".join(frames), should_close=False, drain_future=self._drain
+        )
+        # The broker numbers publishes in the order it reads them: once numbered
+        # here, the frames must reach the queue, in this order (nothing awaits above).
+        try:
+            channel.write_queue.put_nowait(frame)
+        except asyncio.QueueFull:
+            self._put = asyncio.ensure_future(channel.write_queue.put(frame))
+        self._timer = asyncio.get_running_loop().call_later(timeout, self._expire)
+        watch.add_done_callback(self._closed)
+
+    @property
+    def done(self) -> bool:
+        return self._abandoned or self._pending == 0
+
+    async def written(self) -> None:
+        """Wait until the frames are in the connection's queue and written out.
+
+        Gives up when the channel closes, or after the batch's timeout (a socket
+        that takes nothing): the confirms settle the messages either way.
+        """
+        put, watch = self._put, self._watch
+        if put is not None and watch is not None and not put.done():
+            await asyncio.wait((put, watch), return_when=asyncio.FIRST_COMPLETED)
+        drain = self._drain
+        if drain is not None and not drain.done() and not self.done:
+            await asyncio.wait((drain,), timeout=self._timeout)
+
+    def abandon(self) -> None:
+        """Report nothing more; the write already queued still goes out."""
+        self._abandoned = True
+        self._finish()
+
+    def settle(self, entry: _Confirm, result: Result) -> None:
+        if entry.settled:
+            return
+        entry.settled = True
+        tags = self._channel.message_id_delivery_tag
+        message = entry.message
+        if tags.get(message.message_id) == entry.tag:
+            del tags[message.message_id]
+        self._pending -= 1
+        if self._pending == 0:
+            self._finish()
+        if not self._abandoned:
+            self._report(message, result)
+
+    def _report(self, message: Message, result: Result) -> None:
+        try:
+            self._on_result(message, result)
+        except Exception as exc:
+            log.error(
+                "settling message %s failed\n%s",
+                message.message_id,
+                format_exception(exc, with_text=False),
+            )
+
+    def _finish(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        watch = self._watch
+        if watch is not None and not watch.done():
+            watch.set_result(None)
+
+    def _closed(self, watch: asyncio.Future[None]) -> None:
+        if self.done:
+            return
+        exc = asyncio.CancelledError() if watch.cancelled() else watch.exception()
+        result = _failure(exc) if exc is not None else Result(Outcome.LOST, "channel closed")
+        for entry in self._entries:
+            self.settle(entry, result)
+
+    def _expire(self) -> None:
+        self._timer = None
+        timed_out = Result(Outcome.TIMEOUT, f"no confirm within {self._timeout:.3g}s")
+        for entry in self._entries:
+            self.settle(entry, timed_out)
 
 
 async def probe(url: str, timeout: float = 5.0) -> str | None:

@@ -6,8 +6,9 @@ the same policy through other implementations of :class:`Link`.
 
 from __future__ import annotations
 
+import asyncio
 import enum
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -40,6 +41,23 @@ class Result:
 ACKED = Result(Outcome.ACKED)
 
 ErrorSink = Callable[[str], None]
+
+#: Told how each message of a :meth:`Link.send` ended, once per message.
+OnResult = Callable[[Message, Result], None]
+
+
+class Sent(Protocol):
+    """The publishes of one :meth:`Link.send`, their confirms still coming in."""
+
+    async def written(self) -> None:
+        """Return once the frames are handed to the connection (or could not be)."""
+
+    def abandon(self) -> None:
+        """Stop reporting: ``on_result`` is not called again for these messages."""
+
+    @property
+    def done(self) -> bool:
+        """Whether every message has been reported (or the batch abandoned)."""
 
 
 class Link(Protocol):
@@ -74,8 +92,66 @@ class Link(Protocol):
     ) -> Result:
         """Publish ``message`` on ``channel``; wait for its confirm at most ``timeout`` s.
 
-        Never raises but for the calling task's own cancellation.
+        ``mandatory`` and ``persistent`` are the producer's defaults; the message's own
+        properties win. Never raises but for the calling task's own cancellation.
+        """
+
+    def send(
+        self,
+        channel: Any,
+        messages: Sequence[Message],
+        *,
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+        on_result: OnResult,
+    ) -> Sent:
+        """Publish ``messages`` on ``channel`` at once; report each outcome to ``on_result``.
+
+        ``mandatory`` and ``persistent`` are defaults, as for :meth:`publish`.
+        Returns without waiting; ``on_result`` is called once per message when its
+        confirm (or failure, or ``timeout``) comes, possibly before this returns.
         """
 
     async def close(self, timeout: float = ...) -> None:
         """Close the connection, waiting at most ``timeout`` seconds for the broker."""
+
+
+class _EachSent:
+    """A :class:`Sent` made of one task per message, each awaiting :meth:`Link.publish`."""
+
+    def __init__(self, tasks: list[asyncio.Task[None]]) -> None:
+        self._tasks = tasks
+
+    async def written(self) -> None:
+        # Let the publishes write their frames before the caller takes more.
+        await asyncio.sleep(0)
+
+    def abandon(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+
+    @property
+    def done(self) -> bool:
+        return all(task.done() for task in self._tasks)
+
+
+def send_each(
+    link: Link,
+    channel: Any,
+    messages: Sequence[Message],
+    *,
+    mandatory: bool,
+    persistent: bool,
+    timeout: float,
+    on_result: OnResult,
+) -> Sent:
+    """:meth:`Link.send` for a link that publishes one message at a time."""
+
+    async def one(message: Message) -> None:
+        result = await link.publish(
+            channel, message, mandatory=mandatory, persistent=persistent, timeout=timeout
+        )
+        on_result(message, result)
+
+    return _EachSent([asyncio.create_task(one(message)) for message in messages])

@@ -5,14 +5,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from typing import Any
 
 from ._config import format_exception
 from ._context import Context
-from ._link import Link, Outcome, Result
+from ._link import Link, Outcome, Result, Sent
 from ._message import Message, State
 
 log = logging.getLogger("aioproducer.producer")
+
+#: Body bytes sent in one write at most: one write of a whole window of large
+#: messages would be copied into, and shifted along, the transport's buffer.
+WRITE_BYTES = 512 * 1024
 
 #: Failures that are the message's own: it is held back (and counts an attempt).
 MESSAGE_FAULTS = frozenset({Outcome.RETURNED, Outcome.NACKED, Outcome.FAILED})
@@ -22,9 +25,11 @@ class LivePublisher:
     """Takes messages from the buffer and publishes them on the ``live`` channel.
 
     Up to ``max_in_flight`` publishes wait for their confirms at once; the window is
-    refilled in batches. A message that fails for a reason of its own is held back
-    (with backoff); one caught by a lost connection or a missing confirm goes back to
-    the head of the queue, and publishing pauses for a moment.
+    refilled in batches, each sent in one write (:meth:`Link.send`) and settled
+    message by message as its confirms come in, by callback. A message that fails
+    for a reason of its own is held back (with backoff); one caught by a lost
+    connection or a missing confirm goes back to the head of the queue, and
+    publishing pauses for a moment.
     """
 
     def __init__(self, context: Context, link: Link) -> None:
@@ -33,9 +38,10 @@ class LivePublisher:
         settings = context.settings
         self._max_in_flight = settings.max_in_flight
         self._refill_at = settings.max_in_flight - max(1, settings.max_in_flight // 8)
-        self._sends: set[asyncio.Task[None]] = set()
+        self._sent: list[Sent] = []
         self._slot_free = asyncio.Event()
         self._paused_until = 0.0
+        self._stopped = False
 
     async def run(self) -> None:
         context = self._context
@@ -58,43 +64,54 @@ class LivePublisher:
                 self._slot_free.clear()
                 await self._slot_free.wait()
                 continue
-            for message in buffer.take(context.now(), free):
-                task = asyncio.create_task(self._send(channel, message))
-                self._sends.add(task)
-                task.add_done_callback(self._sends.discard)
-            # Let the sends write their frames before taking more.
-            await asyncio.sleep(0)
+            batch = buffer.take(context.now(), free)
+            if not batch:
+                await asyncio.sleep(0)
+                continue
+            settings = context.settings
+            self._sent = [s for s in self._sent if not s.done]
+            for part in _by_bytes(batch, WRITE_BYTES):
+                sent = link.send(
+                    channel,
+                    part,
+                    mandatory=settings.mandatory,
+                    persistent=settings.persistent,
+                    timeout=settings.confirm_timeout,
+                    on_result=self._on_result,
+                )
+                self._sent.append(sent)
+                # Let the frames go out before writing more.
+                await sent.written()
 
     async def stop(self) -> None:
-        """Cancel the publishes in flight; their messages go back to the buffer."""
-        sends = list(self._sends)
-        for task in sends:
-            task.cancel()
-        await asyncio.gather(*sends, return_exceptions=True)
+        """Stop settling the publishes in flight; their messages go back to the buffer."""
+        self._stopped = True
+        for sent in self._sent:
+            sent.abandon()
+        self._sent.clear()
         buffer = self._context.buffer
         # Publishes cut short here may have reached the broker: they are stored and
         # replayed with the same message_id (at least once).
         buffer.retry(buffer.take_in_flight())
 
-    async def _send(self, channel: Any, message: Message) -> None:
+    def _on_result(self, message: Message, result: Result) -> None:
+        if self._stopped:
+            return
         try:
-            result = await publish(self._context, self._link, channel, message)
-            try:
-                self._settle(message, result)
-            except Exception as exc:
-                # A bug in settling must not strand the message in flight.
-                log.error(
-                    "producer %s: settling %s failed\n%s",
-                    self._context.owner,
-                    message.message_id,
-                    format_exception(exc, with_text=False),
-                )
-                if message.state is State.IN_FLIGHT:
-                    self._context.buffer.retry((message,))
-        finally:
-            # Refill the window in batches, not one publish per confirm.
-            if self._context.buffer.in_flight <= self._refill_at:
-                self._slot_free.set()
+            self._settle(message, result)
+        except Exception as exc:
+            # A bug in settling must not strand the message in flight.
+            log.error(
+                "producer %s: settling %s failed\n%s",
+                self._context.owner,
+                message.message_id,
+                format_exception(exc, with_text=False),
+            )
+            if message.state is State.IN_FLIGHT:
+                self._context.buffer.retry((message,))
+        # Refill the window in batches, not one publish per confirm.
+        if self._context.buffer.in_flight <= self._refill_at:
+            self._slot_free.set()
 
     def _settle(self, message: Message, result: Result) -> None:
         context = self._context
@@ -153,18 +170,18 @@ class LivePublisher:
         context.buffer.hold(message, context.now() + delay)
 
 
-async def publish(context: Context, link: Link, channel: Any, message: Message) -> Result:
-    """Publish ``message`` with the producer's options (its own ``mandatory`` winning)
-    and wait for its confirm."""
-    settings = context.settings
-    mandatory = settings.mandatory
-    extra = message.properties
-    if extra is not None and extra.mandatory is not None:
-        mandatory = extra.mandatory
-    return await link.publish(
-        channel,
-        message,
-        mandatory=mandatory,
-        persistent=settings.persistent,
-        timeout=settings.confirm_timeout,
-    )
+def _by_bytes(batch: list[Message], limit: int) -> list[list[Message]]:
+    """``batch`` in runs of at most ``limit`` body bytes (a larger message alone)."""
+    parts: list[list[Message]] = []
+    part: list[Message] = []
+    size = 0
+    for message in batch:
+        length = len(message.body)
+        if part and size + length > limit:
+            parts.append(part)
+            part, size = [], 0
+        part.append(message)
+        size += length
+    if part:
+        parts.append(part)
+    return parts

@@ -126,6 +126,13 @@ class Message:
         """Bytes this message holds in memory, as counted against ``max_buffer_bytes``."""
         return len(self.body) + (len(self.headers_wire) if self.headers_wire else 0)
 
+    def mandatory_or(self, default: bool) -> bool:
+        """Whether to publish this message mandatory: its own setting, else ``default``."""
+        extra = self.properties
+        if extra is None or extra.mandatory is None:
+            return default
+        return extra.mandatory
+
 
 @dataclass(frozen=True, slots=True)
 class Properties:

@@ -9,7 +9,7 @@ from typing import Any
 
 from ._context import Context, describe_store_error
 from ._link import Link, Outcome, Result
-from ._live import MESSAGE_FAULTS, publish
+from ._live import MESSAGE_FAULTS
 from ._message import Message, State
 
 log = logging.getLogger("aioproducer.replay")
@@ -99,21 +99,33 @@ class Replayer:
     async def _replay(self, channel: Any, batch: list[Message]) -> float:
         """Publish a claimed batch and settle each message; return seconds to pause after."""
         context = self._context
-        tasks = [
-            asyncio.ensure_future(publish(context, self._link, channel, message))
-            for message in batch
-        ]
+        settings = context.settings
+        place = {id(message): i for i, message in enumerate(batch)}
+        results: dict[int, Result] = {}
+        all_in: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+        def on_result(message: Message, result: Result) -> None:
+            results[place[id(message)]] = result
+            if len(results) == len(batch) and not all_in.done():
+                all_in.set_result(None)
+
+        sent = self._link.send(
+            channel,
+            batch,
+            mandatory=settings.mandatory,
+            persistent=settings.persistent,
+            timeout=settings.confirm_timeout,
+            on_result=on_result,
+        )
         try:
-            results = await asyncio.gather(*tasks)
+            await sent.written()
+            if len(results) < len(batch):
+                await all_in
         except BaseException:
             # Cancelled (close): hand back every message not confirmed, quickly.
-            for task in tasks:
-                task.cancel()
-            done = [t.result() if t.done() and not t.cancelled() else None for t in tasks]
+            sent.abandon()
             confirmed = [
-                m.message_id
-                for m, r in zip(batch, done, strict=True)
-                if r is not None and r.outcome is Outcome.ACKED
+                batch[i].message_id for i, r in results.items() if r.outcome is Outcome.ACKED
             ]
             wall = context.wall()
             acked = set(confirmed)
@@ -122,7 +134,7 @@ class Replayer:
                 message.due_at = wall
             await self._settle_briefly(confirmed, rest)
             raise
-        return await self._settle(batch, results)
+        return await self._settle(batch, [results[i] for i in range(len(batch))])
 
     async def _settle(self, batch: list[Message], results: list[Result]) -> float:
         context = self._context

@@ -25,6 +25,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pamqp import commands, frame
+from pamqp.body import ContentBody
 from pamqp.header import ContentHeader
 
 from aioproducer import (
@@ -36,9 +37,9 @@ from aioproducer import (
     StoreRejected,
     StoreUnavailable,
 )
-from aioproducer._connection import message_properties
+from aioproducer._connection import message_properties, publish_frames
 from aioproducer._context import Context
-from aioproducer._link import ACKED, Link, Outcome, Result
+from aioproducer._link import ACKED, Link, OnResult, Outcome, Result, Sent, send_each
 
 T = TypeVar("T")
 
@@ -258,30 +259,47 @@ def _headers_equal(left: Any, right: Any) -> bool:
 
 
 def check_on_the_wire(message: Message, *, persistent: bool, mandatory: bool) -> str | None:
-    """Encode ``message``'s publish frames as the real link does; decode the header back.
+    """Encode ``message``'s publish frames as the real link does; decode them with pamqp.
 
-    Returns what went wrong, or None if the frames carry its id and headers intact.
+    Returns what went wrong, or None if the frames are the bytes pamqp marshals and
+    carry the message's routing, id and headers intact.
     """
     try:
         properties = message_properties(message, persistent=persistent)
+        frames: list[bytes] = []
+        publish_frames(1, message, properties, mandatory, 128 * 1024 - 8, frames)
+        data = b"".join(frames)
         method = commands.Basic.Publish(
             exchange=message.exchange, routing_key=message.routing_key, mandatory=mandatory
         )
         header = ContentHeader(body_size=len(message.body), properties=properties)
-        frame.marshal(method, 1)
-        data = frame.marshal(header, 1)
-        _, _, decoded = frame.unmarshal(data)
+        expected = frame.marshal(method, 1) + frame.marshal(header, 1)
+        if message.body:
+            expected += frame.marshal(ContentBody(message.body), 1)
+        if data != expected:
+            return f"frames differ from pamqp's: {data!r} != {expected!r}"
+        used, _, decoded_method = frame.unmarshal(data)
+        _, _, decoded = frame.unmarshal(data[used:])
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
+    assert isinstance(decoded_method, commands.Basic.Publish)
+    if (decoded_method.exchange, decoded_method.routing_key, decoded_method.mandatory) != (
+        message.exchange,
+        message.routing_key,
+        mandatory,
+    ):
+        return f"routing arrived as {decoded_method!r}"
     assert isinstance(decoded, ContentHeader)
+    if decoded.body_size != len(message.body):
+        return f"body size arrived as {decoded.body_size}"
     got = decoded.properties
     if got.message_id != message.message_id:
         return f"message_id {message.message_id!r} arrived as {got.message_id!r}"
     if got.timestamp != datetime.fromtimestamp(int(message.timestamp), UTC):
         return f"timestamp arrived as {got.timestamp!r}"
-    expected = message.headers or None
-    if not _headers_equal(got.headers, expected):
-        return f"headers {expected!r} arrived as {got.headers!r}"
+    expected_headers = message.headers or None
+    if not _headers_equal(got.headers, expected_headers):
+        return f"headers {expected_headers!r} arrived as {got.headers!r}"
     extra = message.properties or Properties()
     sent = (
         extra.priority, extra.correlation_id, extra.reply_to, extra.expiration, extra.type,
@@ -333,6 +351,7 @@ class FakeLink:
         timeout: float,
     ) -> Result:
         broker = self.broker
+        mandatory = message.mandatory_or(mandatory)
         problem = check_on_the_wire(message, persistent=persistent, mandatory=mandatory)
         if problem is not None:
             broker.encoding_failures.append(f"{message.message_id}: {problem}")
@@ -374,6 +393,26 @@ class FakeLink:
             raise
         _client_saw(pending, result.outcome.value)
         return result
+
+    def send(
+        self,
+        channel: Any,
+        messages: Sequence[Message],
+        *,
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+        on_result: OnResult,
+    ) -> Sent:
+        return send_each(
+            self,
+            channel,
+            messages,
+            mandatory=mandatory,
+            persistent=persistent,
+            timeout=timeout,
+            on_result=on_result,
+        )
 
     async def close(self, timeout: float = 2.0) -> None:
         self.closed = True

@@ -16,8 +16,13 @@ async def wait_until(
     *,
     timeout: float = 30.0,
     what: str = "condition",
+    every: float = 0.05,
 ) -> None:
-    """Re-check ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    """Re-check ``condition`` until it holds; fail with ``what`` after ``timeout`` seconds.
+
+    ``every`` is the pause between checks; 0 re-checks at each turn of the event
+    loop, for a state that may last only a few milliseconds.
+    """
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while True:
@@ -28,7 +33,7 @@ async def wait_until(
             return
         if loop.time() > end:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
+        await asyncio.sleep(every)
 
 
 def run_without_suspending(coro: Coroutine[Any, Any, T]) -> T:

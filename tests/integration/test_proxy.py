@@ -31,8 +31,11 @@ async def test_connection_cut_mid_stream_loses_nothing(
         for n in range(1000):
             ids.add(run_without_suspending(producer.publish({"n": n}, routing_key=queue)))
             if n == 500:
-                # Let part of the stream go out, then cut it with publishes in flight.
-                await wait_until(lambda: producer.stats().in_flight > 0, what="publishes in flight")
+                # Let part of the stream go out, then cut it with publishes in flight
+                # (a batch is confirmed within milliseconds: check at every loop turn).
+                await wait_until(
+                    lambda: producer.stats().in_flight > 0, what="publishes in flight", every=0
+                )
                 assert proxy.cut() == 1
         await wait_until(connections(producer, cut + 2), what="reconnection")
     await wait_for_ids(amqp, queue, ids, timeout=60)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from aioproducer import Message, Producer, ProducerState, SQLiteStore, StoreUnavailable
+from aioproducer import Backoff, Message, Producer, ProducerState, SQLiteStore, StoreUnavailable
 from aioproducer._fallback import read_messages
 from tests.waiting import wait_until
 
@@ -93,10 +93,17 @@ async def test_close_with_a_hung_store_returns_and_writes_the_file(tmp_path: Pat
 async def test_an_untranslated_store_error_is_survived_and_not_quoted(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    # One refused connection at start, then none for a minute: the latest error is
+    # the store's, whenever its writes fail.
     producer = Producer(
-        NOWHERE, store=BrokenStore(tmp_path / "s.db"), spill_after=0.01, fallback_dir=tmp_path
+        NOWHERE,
+        store=BrokenStore(tmp_path / "s.db"),
+        spill_after=0.01,
+        fallback_dir=tmp_path,
+        reconnect_backoff=Backoff(base=60.0, cap=60.0, jitter=0.0),
     )
     await producer.start()
+    await wait_until(lambda: producer.stats().last_error is not None, what="a refused connection")
     ids = {await producer.publish({"n": n}) for n in range(20)}
     await wait_until(lambda: producer.stats().store_errors >= 2, what="failed writes")
     assert producer.stats().buffered == 20

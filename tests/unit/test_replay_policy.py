@@ -11,13 +11,13 @@ import asyncio
 import sqlite3
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
 from aioproducer import Backoff, Message, Producer, SQLiteStore
 from aioproducer._context import Context
-from aioproducer._link import ACKED, Link, Outcome, Result
+from aioproducer._link import ACKED, Link, OnResult, Outcome, Result, Sent, send_each
 from tests.waiting import wait_until
 
 Rule = Callable[[Message, list[Message]], Result]
@@ -55,6 +55,26 @@ class ScriptedLink:
         if result.outcome is Outcome.ACKED:
             self.confirmed[message.message_id] += 1
         return result
+
+    def send(
+        self,
+        channel: Any,
+        messages: Sequence[Message],
+        *,
+        mandatory: bool,
+        persistent: bool,
+        timeout: float,
+        on_result: OnResult,
+    ) -> Sent:
+        return send_each(
+            self,
+            channel,
+            messages,
+            mandatory=mandatory,
+            persistent=persistent,
+            timeout=timeout,
+            on_result=on_result,
+        )
 
     async def close(self, timeout: float = 0.0) -> None:
         pass
