@@ -13,7 +13,7 @@ import re
 import time
 from collections.abc import AsyncGenerator
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
 from quart import Quart, Response, request
@@ -29,6 +29,7 @@ from aioproducer import (
 )
 from aioproducer.prometheus import register_collector
 
+from ._checks import Refusal, refuse_body, refuse_request, too_large
 from ._config import Config
 from ._topology import declare_once, declare_until_done
 
@@ -73,11 +74,6 @@ HTML_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cross-Origin-Opener-Policy": "same-origin",
 }
-
-
-def _reject_constant(name: str) -> NoReturn:
-    """``json.loads`` hook for NaN and the infinities, which JSON does not have."""
-    raise ValueError(f"{name} is not JSON")
 
 
 def make_store(config: Config) -> Store:
@@ -181,10 +177,12 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
         body = json.dumps({"error": code, "detail": detail, **extra})
         return Response(body, status=status, content_type="application/json")
 
+    def refused(refusal: Refusal) -> Response:
+        return error(refusal.status, refusal.code, refusal.detail, **refusal.extra)
+
     @app.errorhandler(RequestEntityTooLarge)
-    async def too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = cfg.max_message_size
-        return error(413, "message_too_large", f"body over the limit of {limit} bytes", limit=limit)
+    async def body_too_large(exc: RequestEntityTooLarge) -> Response:
+        return refused(too_large(cfg))
 
     @app.after_request
     async def security_headers(response: Response) -> Response:
@@ -196,27 +194,14 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
 
     @app.post("/messages")
     async def publish() -> Response | tuple[dict[str, Any], int]:
-        # A cross-site HTML form can send only form types and text/plain: requiring JSON
-        # keeps other sites' pages from publishing through a visitor's browser.
-        if request.mimetype != "application/json":
-            return error(415, "unsupported_media_type", "the body must be application/json")
         routing_key = request.args.get("routing_key", cfg.routing_key)
-        if not cfg.allows(routing_key):
-            return error(
-                403,
-                "routing_key_not_allowed",
-                f"routing key {routing_key[:64]!r} is not allowed here",
-                allowed=sorted({cfg.routing_key, *cfg.allowed_routing_keys}),
-            )
+        refusal = refuse_request(cfg, request.mimetype, routing_key)
+        if refusal is not None:
+            return refused(refusal)
         raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-        try:
-            json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
-        except UnicodeDecodeError:
-            return error(400, "invalid_json", "body is not UTF-8")
-        except RecursionError:
-            return error(400, "invalid_json", "body is nested too deeply")
-        except ValueError as exc:
-            return error(400, "invalid_json", f"body is not JSON: {exc}")
+        refusal = refuse_body(raw)
+        if refusal is not None:
+            return refused(refusal)
         producer = state.producer
         if producer is None:
             return error(503, "not_serving", "the producer is not running")
