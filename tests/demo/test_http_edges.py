@@ -7,6 +7,7 @@ accepted before any delivery, so none of them needs RabbitMQ.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import socket
 from collections.abc import AsyncIterator, Sequence
@@ -81,6 +82,8 @@ class Server:
                     break
         finally:
             writer.close()
+            with contextlib.suppress(ConnectionError):
+                await writer.wait_closed()
         assert response is not None
         headers_out = {name.decode().lower(): value.decode() for name, value in response.headers}
         return Reply(response.status_code, headers_out, b"".join(chunks))
@@ -235,6 +238,8 @@ async def test_a_stalled_request_is_cut_off(server: Server) -> None:
         rest = await asyncio.wait_for(reader.read(), 30)
     finally:
         writer.close()
+        with contextlib.suppress(ConnectionError):
+            await writer.wait_closed()
     assert rest == b""  # closed, and nothing published
     assert server.accepted() == 0
 
