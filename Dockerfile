@@ -1,5 +1,5 @@
 # The demo app and its consumer (one image, two commands); see compose.yaml.
-FROM python:3.11-slim
+FROM python:3.11.11-slim-bookworm
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -7,10 +7,12 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
 
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md LICENSE ./
 COPY aioproducer ./aioproducer
-COPY demo_app ./demo_app
 RUN pip install ".[mongo,demo]"
+# The wheel holds the library only: the demo app runs from /app.
+COPY demo_app /app/demo_app
+ENV PYTHONPATH=/app
 
 # Run unprivileged; /data holds the SQLite store (when MONGO_URL is unset), the file a
 # failed store leaves at shutdown, and the consumer's id list.

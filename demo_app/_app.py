@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
+import hashlib
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, generate_latest
@@ -25,6 +29,7 @@ from aioproducer import (
 )
 from aioproducer.prometheus import register_collector
 
+from ._checks import Refusal, refuse_body, refuse_request, too_large
 from ._config import Config
 from ._topology import declare_once, declare_until_done
 
@@ -38,6 +43,37 @@ _COUNTERS = (
 
 #: How long /health and /metrics wait for the store to count its backlog.
 _COUNT_TIMEOUT = 2.0
+
+_STATIC = Path(__file__).parent / "static"
+_INLINE_SCRIPT = re.compile(r"<script>(.*?)</script>", re.DOTALL)
+
+
+def content_security_policy(page: str) -> str:
+    """The policy for ``page``: nothing from another origin, only its own inline scripts
+    (by hash), requests to its own origin only, never framed."""
+    digests = [hashlib.sha256(script.encode()).digest() for script in _INLINE_SCRIPT.findall(page)]
+    hashes = " ".join(f"'sha256-{base64.b64encode(digest).decode()}'" for digest in digests)
+    return "; ".join(
+        [
+            "default-src 'none'",
+            "script-src " + (hashes or "'none'"),
+            # The page's <style> and the style attributes its script writes.
+            "style-src 'unsafe-inline'",
+            "img-src 'self'",
+            "connect-src 'self'",
+            "base-uri 'none'",
+            "form-action 'none'",
+            "frame-ancestors 'none'",
+        ]
+    )
+
+
+#: Headers on every HTML response, beside its Content-Security-Policy.
+HTML_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+    "Cross-Origin-Opener-Policy": "same-origin",
+}
 
 
 def make_store(config: Config) -> Store:
@@ -77,7 +113,8 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
     closed after the last; :func:`producer_of` returns it meanwhile.
     """
     cfg = Config.from_env() if config is None else config
-    app = Quart(__name__, static_folder="static")
+    app = Quart(__name__, static_folder=str(_STATIC))
+    dashboard_csp = content_security_policy((_STATIC / "dashboard.html").read_text())
     # Read bodies a little past the publish limit, so MessageTooLarge reports the real size.
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_message_size + 65_536
     app.config["DEMO"] = cfg
@@ -115,10 +152,10 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
         tasks: list[asyncio.Task[None]] = []
         topology = (cfg.amqp_url, cfg.exchange, cfg.routing_key)
         try:
-            await declare_once(*topology)
+            await declare_once(*topology, queue_type=cfg.queue_type)
         except Exception as exc:
             log.warning("broker unavailable at startup (%s); serving anyway", exc)
-            declaring = declare_until_done(*topology)
+            declaring = declare_until_done(*topology, queue_type=cfg.queue_type)
             tasks.append(asyncio.create_task(declaring, name="demo-declare"))
         if cfg.tick_seconds:
             tasks.append(asyncio.create_task(_tick(producer, cfg), name="demo-ticker"))
@@ -140,21 +177,31 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
         body = json.dumps({"error": code, "detail": detail, **extra})
         return Response(body, status=status, content_type="application/json")
 
+    def refused(refusal: Refusal) -> Response:
+        return error(refusal.status, refusal.code, refusal.detail, **refusal.extra)
+
     @app.errorhandler(RequestEntityTooLarge)
-    async def too_large(exc: RequestEntityTooLarge) -> Response:
-        limit = cfg.max_message_size
-        return error(400, "message_too_large", f"body over the limit of {limit} bytes", limit=limit)
+    async def body_too_large(exc: RequestEntityTooLarge) -> Response:
+        return refused(too_large(cfg))
+
+    @app.after_request
+    async def security_headers(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        if response.mimetype == "text/html":
+            response.headers["Content-Security-Policy"] = dashboard_csp
+            response.headers.update(HTML_HEADERS)
+        return response
 
     @app.post("/messages")
     async def publish() -> Response | tuple[dict[str, Any], int]:
-        raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
-        try:
-            json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return error(400, "invalid_json", "body is not UTF-8")
-        except ValueError as exc:
-            return error(400, "invalid_json", f"body is not JSON: {exc}")
         routing_key = request.args.get("routing_key", cfg.routing_key)
+        refusal = refuse_request(cfg, request.mimetype, routing_key)
+        if refusal is not None:
+            return refused(refusal)
+        raw = await request.get_data(cache=False, as_text=False, parse_form_data=False)
+        refusal = refuse_body(raw)
+        if refusal is not None:
+            return refused(refusal)
         producer = state.producer
         if producer is None:
             return error(503, "not_serving", "the producer is not running")
@@ -163,7 +210,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
                 raw, routing_key=routing_key, content_type="application/json"
             )
         except MessageTooLarge as exc:
-            return error(400, "message_too_large", str(exc), size=exc.size, limit=exc.limit)
+            return error(413, "message_too_large", str(exc), size=exc.size, limit=exc.limit)
         except BufferFull as exc:
             response = error(503, "buffer_full", str(exc), capacity=exc.capacity)
             response.headers["Retry-After"] = str(max(1, math.ceil(cfg.spill_after)))

@@ -36,6 +36,12 @@ class Config:
     """``EXCHANGE``: where messages are published; ``""`` is the default exchange."""
     routing_key: str = "demo"
     """``ROUTING_KEY``: the default routing key, and the name of the queue the app declares."""
+    allowed_routing_keys: frozenset[str] = frozenset()
+    """``ALLOWED_ROUTING_KEYS``: comma-separated keys that ``?routing_key=`` may name
+    besides ``ROUTING_KEY`` (always allowed); any other is refused with 403."""
+    queue_type: str | None = None
+    """``AMQP_QUEUE_TYPE``: ``classic`` or ``quorum``, the type the queue is declared
+    with; unset declares it without one, so the broker's default applies."""
     spill_after: float = 5.0
     """``SPILL_AFTER``: seconds a message may wait in memory before it is stored."""
     max_buffer: int = 10_000
@@ -52,6 +58,13 @@ class Config:
     """``PORT``."""
     tick_seconds: float | None = None
     """``TICK_SECONDS``: publish a tick message this often; unset or 0 turns it off."""
+    read_timeout: int = 30
+    """``READ_TIMEOUT``: seconds Hypercorn waits for a client to send more of a request
+    before it closes the connection."""
+
+    def allows(self, routing_key: str) -> bool:
+        """Whether a request may publish with ``routing_key``."""
+        return routing_key == self.routing_key or routing_key in self.allowed_routing_keys
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -81,6 +94,10 @@ class Config:
             # EXCHANGE may be set to "" on purpose: read it without the "empty is unset" rule.
             exchange=env.get("EXCHANGE", default.exchange).strip(),
             routing_key=parse("ROUTING_KEY", _routing_key, default.routing_key),
+            allowed_routing_keys=parse(
+                "ALLOWED_ROUTING_KEYS", _routing_keys, default.allowed_routing_keys
+            ),
+            queue_type=parse("AMQP_QUEUE_TYPE", _queue_type, default.queue_type),
             spill_after=parse("SPILL_AFTER", _positive_float, default.spill_after),
             max_buffer=parse("MAX_BUFFER", _positive_int, default.max_buffer),
             max_message_size=parse("MAX_MESSAGE_SIZE", _positive_int, default.max_message_size),
@@ -89,6 +106,7 @@ class Config:
             host=get("HOST") or default.host,
             port=parse("PORT", _port, default.port),
             tick_seconds=tick or None,
+            read_timeout=parse("READ_TIMEOUT", _positive_int, default.read_timeout),
         )
 
 
@@ -146,4 +164,26 @@ def _port(raw: str) -> int:
 def _routing_key(raw: str) -> str:
     if len(raw.encode()) > 255:
         raise ValueError("is over 255 bytes, the AMQP limit")
+    return raw
+
+
+def _routing_keys(raw: str) -> frozenset[str]:
+    keys = [key.strip() for key in raw.split(",")]
+    if "" in keys:
+        raise ValueError("an empty routing key in the list")
+    for key in keys:
+        try:
+            _routing_key(key)
+        except ValueError as exc:
+            raise ValueError(f"{key[:20]!r}... {exc}") from None
+    return frozenset(keys)
+
+
+#: The queue types the demo's consumer can read from like a classic queue.
+QUEUE_TYPES = ("classic", "quorum")
+
+
+def _queue_type(raw: str) -> str:
+    if raw not in QUEUE_TYPES:
+        raise ValueError(f"must be one of {', '.join(QUEUE_TYPES)}")
     return raw

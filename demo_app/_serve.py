@@ -23,8 +23,8 @@ log = logging.getLogger("demo_app")
 
 
 def hypercorn_config(config: Config, *, bind: str | None = None) -> HypercornConfig:
-    """Hypercorn settings for ``config``: one bind, access log on stdout, a shutdown long
-    enough for the producer to drain."""
+    """Hypercorn settings for ``config``: one bind, access log on stdout, a read timeout,
+    a shutdown long enough for the producer to drain."""
     hconfig = HypercornConfig()
     host = f"[{config.host}]" if ":" in config.host else config.host
     hconfig.bind = [bind or f"{host}:{config.port}"]
@@ -33,6 +33,8 @@ def hypercorn_config(config: Config, *, bind: str | None = None) -> HypercornCon
     hconfig.accesslog = (
         logging.getLogger("hypercorn.access") if os.environ.get("ACCESS_LOG") else None
     )
+    # A client that stops sending mid-request (or never starts) is cut off.
+    hconfig.read_timeout = config.read_timeout
     hconfig.graceful_timeout = 5.0
     hconfig.shutdown_timeout = config.close_timeout + 15.0
     return hconfig

@@ -37,6 +37,7 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 
+from ._config import QUEUE_TYPES
 from ._topology import declare
 
 log = logging.getLogger("demo_app.consumer")
@@ -75,8 +76,8 @@ class _Waiter:
 class DedupConsumer:
     """Consume ``queue``, acknowledging each message after counting it.
 
-    ``declare`` declares the queue first (durable; bound to ``exchange`` by
-    ``routing_key`` when an exchange is given), as the demo app does. The connection
+    ``declare`` declares the queue first (durable, of ``queue_type``; bound to
+    ``exchange`` by ``routing_key`` when an exchange is given), as the demo app does. The connection
     is robust: it survives broker restarts and consumes again afterwards.
     """
 
@@ -88,6 +89,7 @@ class DedupConsumer:
         exchange: str = "",
         routing_key: str | None = None,
         declare: bool = True,
+        queue_type: str | None = None,
         prefetch: int = 500,
     ) -> None:
         self.amqp_url = amqp_url
@@ -95,6 +97,7 @@ class DedupConsumer:
         self.exchange = exchange
         self.routing_key = queue if routing_key is None else routing_key
         self._declare = declare
+        self._queue_type = queue_type
         self._prefetch = prefetch
         self._connection: aio_pika.abc.AbstractRobustConnection | None = None
         self._channel: aio_pika.abc.AbstractChannel | None = None
@@ -129,7 +132,11 @@ class DedupConsumer:
         # restores that one, and its consumer, after a reconnection.
         if self._declare:
             queue = await declare(
-                channel, exchange=self.exchange, queue=self.queue, routing_key=self.routing_key
+                channel,
+                exchange=self.exchange,
+                queue=self.queue,
+                routing_key=self.routing_key,
+                queue_type=self._queue_type,
             )
         else:
             queue = await channel.declare_queue(self.queue, passive=True)
@@ -295,6 +302,12 @@ def _parser() -> argparse.ArgumentParser:
         "--no-declare", action="store_true", help="do not declare the queue; it must exist"
     )
     p.add_argument(
+        "--queue-type",
+        choices=QUEUE_TYPES,
+        default=os.environ.get("AMQP_QUEUE_TYPE") or None,
+        help="declare the queue with this x-queue-type (env AMQP_QUEUE_TYPE, as the app)",
+    )
+    p.add_argument(
         "--report-every",
         type=float,
         default=float(os.environ.get("REPORT_EVERY", "10")),
@@ -322,6 +335,7 @@ async def _run(args: argparse.Namespace) -> Counts:
         args.queue,
         exchange=args.exchange,
         declare=not args.no_declare,
+        queue_type=args.queue_type,
         prefetch=args.prefetch,
     )
     starting = asyncio.create_task(consumer.start())

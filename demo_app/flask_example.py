@@ -15,12 +15,14 @@ Serve it (in the project's venv, ``pip install -e '.[demo,flask]'``)::
     curl -X POST -H 'Content-Type: application/json' -d '{"order": 1}' \\
         http://127.0.0.1:8000/messages
 
-``POST /messages`` publishes the JSON body (``?routing_key=`` overrides the default)
-and answers 202 ``{"message_id": ...}``; 400 for a body that is not JSON or too
-large, 503 with ``Retry-After`` when memory is full and the store is behind, 503
+``POST /messages`` publishes the JSON body (``?routing_key=`` overrides the default,
+within ``ALLOWED_ROUTING_KEYS``) and answers 202 ``{"message_id": ...}``; it refuses
+what the Quart demo refuses: 415 unless the body is ``application/json``, 400 for a
+body that is not strict JSON, 413 for one too large, 403 for a routing key not
+allowed; 503 with ``Retry-After`` when memory is full and the store is behind, 503
 while shutting down. ``GET /health`` gives the producer's stats. Settings are the
 Quart demo's environment variables (``AMQP_URL``, ``SPILL_PATH``, ``MONGO_URL``,
-``ROUTING_KEY``, ``SPILL_AFTER``, ``MAX_BUFFER``, ``MAX_MESSAGE_SIZE``,
+``ROUTING_KEY``, ``ALLOWED_ROUTING_KEYS``, ``SPILL_AFTER``, ``MAX_BUFFER``, ``MAX_MESSAGE_SIZE``,
 ``CLOSE_TIMEOUT``, ``FALLBACK_DIR``, ``HOST``, ``PORT``); the queue named by
 ``ROUTING_KEY`` must exist (``python -m demo_app.consumer`` declares it).
 
@@ -33,7 +35,6 @@ demo_app.flask_example``, which calls :meth:`ThreadedProducer.close_on_sigterm`.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -42,6 +43,7 @@ from flask import Flask, Response, jsonify, request
 from aioproducer import BufferFull, MessageTooLarge, ProducerClosed, ThreadedProducer
 
 from ._app import make_store
+from ._checks import Refusal, refuse_body, refuse_request, too_large
 from ._config import Config
 
 
@@ -69,21 +71,28 @@ def create_app(producer: ThreadedProducer, config: Config | None = None) -> Flas
     def error(status: int, code: str, detail: str, **extra: Any) -> tuple[dict[str, Any], int]:
         return {"error": code, "detail": detail, **extra}, status
 
+    def refused(refusal: Refusal) -> tuple[dict[str, Any], int]:
+        return refusal.body(), refusal.status
+
     @app.errorhandler(413)
-    def too_large(exc: Exception) -> tuple[dict[str, Any], int]:
-        limit = cfg.max_message_size
-        return error(400, "message_too_large", f"body over the limit of {limit} bytes", limit=limit)
+    def body_too_large(exc: Exception) -> tuple[dict[str, Any], int]:
+        return refused(too_large(cfg))
+
+    @app.after_request
+    def no_sniffing(response: Response) -> Response:
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        return response
 
     @app.post("/messages")
     def publish() -> Response | tuple[dict[str, Any], int]:
-        raw = request.get_data(cache=False)
-        try:
-            json.loads(raw.decode("utf-8"))
-        except UnicodeDecodeError:
-            return error(400, "invalid_json", "body is not UTF-8")
-        except ValueError as exc:
-            return error(400, "invalid_json", f"body is not JSON: {exc}")
         routing_key = request.args.get("routing_key", cfg.routing_key)
+        refusal = refuse_request(cfg, request.mimetype, routing_key)
+        if refusal is not None:
+            return refused(refusal)
+        raw = request.get_data(cache=False)
+        refusal = refuse_body(raw)
+        if refusal is not None:
+            return refused(refusal)
         try:
             # start() is idempotent and cheap once running: the first request of each
             # process starts that process's producer.
@@ -91,7 +100,7 @@ def create_app(producer: ThreadedProducer, config: Config | None = None) -> Flas
                 raw, routing_key=routing_key, content_type="application/json"
             )
         except MessageTooLarge as exc:
-            return error(400, "message_too_large", str(exc), size=exc.size, limit=exc.limit)
+            return error(413, "message_too_large", str(exc), size=exc.size, limit=exc.limit)
         except BufferFull as exc:
             body, status = error(503, "buffer_full", str(exc), capacity=exc.capacity)
             response = jsonify(body)

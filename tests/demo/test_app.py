@@ -8,12 +8,14 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import aio_pika
+import aio_pika.exceptions
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from quart.typing import TestClientProtocol as Client
 
 from demo_app import Config, create_app, producer_of
-from tests.broker import wait_for_ids
+from demo_app.consumer import DedupConsumer
+from tests.broker import AMQP_URL, wait_for_ids
 from tests.waiting import wait_until
 
 pytestmark = pytest.mark.broker
@@ -50,19 +52,23 @@ async def other_queue(amqp: aio_pika.abc.AbstractRobustConnection) -> AsyncItera
         await channel.close()
 
 
-async def test_routing_key_can_be_overridden(
-    client: Client,
+async def test_routing_key_can_be_overridden_within_the_allowlist(
+    config: Config,
     amqp: aio_pika.abc.AbstractRobustConnection,
     other_queue: str,
 ) -> None:
-    response = await client.post(
-        "/messages", json=[1, 2, 3], query_string={"routing_key": other_queue}
-    )
-    assert response.status_code == 202
-    body = await json_of(response)
-    assert body["routing_key"] == other_queue
-    [received] = await wait_for_ids(amqp, other_queue, {body["message_id"]}, timeout=30)
-    assert json.loads(received.body) == [1, 2, 3]
+    allowing = Config(**{**_fields(config), "allowed_routing_keys": frozenset({other_queue})})
+    app = create_app(allowing)
+    async with app.test_app() as test_app:
+        client = test_app.test_client()
+        response = await client.post(
+            "/messages", json=[1, 2, 3], query_string={"routing_key": other_queue}
+        )
+        assert response.status_code == 202
+        body = await json_of(response)
+        assert body["routing_key"] == other_queue
+        [received] = await wait_for_ids(amqp, other_queue, {body["message_id"]}, timeout=30)
+        assert json.loads(received.body) == [1, 2, 3]
 
 
 @pytest.mark.parametrize(
@@ -83,26 +89,26 @@ async def test_bad_json_is_400(client: Client, data: bytes, detail: str) -> None
     assert body["detail"].startswith(detail)
 
 
-async def test_bad_routing_key_is_400(client: Client) -> None:
+async def test_routing_key_outside_the_allowlist_is_403(client: Client) -> None:
     response = await client.post("/messages", json={}, query_string={"routing_key": "k" * 300})
-    assert response.status_code == 400
-    assert (await json_of(response))["error"] == "invalid_message"
+    assert response.status_code == 403
+    assert (await json_of(response))["error"] == "routing_key_not_allowed"
 
 
-async def test_oversized_body_is_400(config: Config) -> None:
+async def test_oversized_body_is_413(config: Config) -> None:
     app = create_app(Config(**{**_fields(config), "max_message_size": 64}))
     async with app.test_app() as test_app:
         client = test_app.test_client()
         response = await client.post("/messages", json={"pad": "x" * 100})
-        assert response.status_code == 400
+        assert response.status_code == 413
         body = await json_of(response)
         assert body["error"] == "message_too_large"
         assert body["limit"] == 64
         assert body["size"] > 64
 
-        # Far past the limit, the body is not even read: still a 400 with the limit.
+        # Far past the limit, the body is not even read: still a 413 with the limit.
         response = await client.post("/messages", json={"pad": "x" * 200_000})
-        assert response.status_code == 400
+        assert response.status_code == 413
         body = await json_of(response)
         assert (body["error"], body["limit"]) == ("message_too_large", 64)
         assert producer_of(app).stats().accepted == 0
@@ -146,7 +152,10 @@ async def test_metrics_are_prometheus_text(config: Config) -> None:
         producer = producer_of(app)
         for n in range(3):
             assert (await client.post("/messages", json={"n": n})).status_code == 202
-        assert (await client.post("/messages", data=b"nope")).status_code == 400
+        not_json = await client.post(
+            "/messages", data=b"nope", headers={"Content-Type": "application/json"}
+        )
+        assert not_json.status_code == 400
         assert await producer.flush(timeout=30)
 
         response = await client.get("/metrics")
@@ -181,3 +190,38 @@ async def test_dashboard_page_is_self_contained(client: Client) -> None:
     assert "https://" not in page
     assert "<script src" not in page
     assert '<link rel="stylesheet"' not in page
+
+
+@pytest.fixture
+async def quorum_name(amqp: aio_pika.abc.AbstractRobustConnection) -> AsyncIterator[str]:
+    """A queue name nothing has declared yet; the queue is deleted afterwards."""
+    name = f"test-quorum-{os.urandom(6).hex()}"
+    try:
+        yield name
+    finally:
+        channel = await amqp.channel()
+        await channel.queue_delete(name)
+        await channel.close()
+
+
+async def test_queue_type_from_the_config_is_declared(
+    config: Config, amqp: aio_pika.abc.AbstractRobustConnection, quorum_name: str
+) -> None:
+    quorum = Config(**{**_fields(config), "routing_key": quorum_name, "queue_type": "quorum"})
+    app = create_app(quorum)
+    async with (
+        app.test_app() as test_app,
+        DedupConsumer(AMQP_URL, quorum_name, queue_type="quorum") as consumer,
+    ):
+        response = await test_app.test_client().post("/messages", json={"n": 1})
+        assert response.status_code == 202
+        message_id = (await json_of(response))["message_id"]
+        # The consumer declared the same queue, of the same type, and reads it.
+        assert await consumer.wait_for({message_id}, timeout=30) == set()
+
+    # The queue is a quorum queue: declaring it as a classic one is refused.
+    channel = await amqp.channel()
+    with pytest.raises(aio_pika.exceptions.ChannelPreconditionFailed, match="x-queue-type"):
+        await channel.declare_queue(
+            quorum_name, durable=True, arguments={"x-queue-type": "classic"}
+        )

@@ -80,3 +80,46 @@ def test_bad_values_name_the_variable(name: str, value: str, message: str) -> No
         Config.from_env({name: value})
     assert message in str(caught.value)
     assert isinstance(caught.value, ValueError)
+
+
+def test_routing_key_allowlist_queue_type_and_read_timeout() -> None:
+    config = Config.from_env(
+        {
+            "ROUTING_KEY": "orders",
+            "ALLOWED_ROUTING_KEYS": "invoices, refunds",
+            "AMQP_QUEUE_TYPE": "quorum",
+            "READ_TIMEOUT": "12",
+        }
+    )
+    assert config.allowed_routing_keys == frozenset({"invoices", "refunds"})
+    assert config.queue_type == "quorum"
+    assert config.read_timeout == 12
+    assert [config.allows(key) for key in ("orders", "invoices", "refunds", "other")] == [
+        True,
+        True,
+        True,
+        False,
+    ]
+
+
+def test_by_default_only_the_configured_routing_key_is_allowed() -> None:
+    config = Config.from_env({"ROUTING_KEY": "orders"})
+    assert config.allows("orders")
+    assert not config.allows("demo")
+    assert not config.allows("")
+    assert config.queue_type is None
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("ALLOWED_ROUTING_KEYS", "a,,b", "an empty routing key"),
+        ("ALLOWED_ROUTING_KEYS", "a," + "k" * 256, "over 255 bytes"),
+        ("AMQP_QUEUE_TYPE", "stream", "must be one of classic, quorum"),
+        ("READ_TIMEOUT", "0", "must be greater than 0"),
+    ],
+)
+def test_bad_new_values_name_the_variable(name: str, value: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="^" + name) as caught:
+        Config.from_env({name: value})
+    assert message in str(caught.value)

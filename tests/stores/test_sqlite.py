@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import stat
@@ -66,9 +67,8 @@ async def test_a_file_of_the_first_schema_opens_and_gains_the_new_columns(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "spill.db"
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(OLD_SCHEMA)
-    db.close()
     clock = FakeClock()
     store = SQLiteStore(path, clock=clock)
     (old,) = await store.claim("a", limit=10, lease=30.0)
@@ -91,7 +91,7 @@ async def test_the_claim_never_reads_messages_not_due_yet(tmp_path: Path) -> Non
     store = SQLiteStore(path)
     await store.count()
     await store.close()
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         plan = " | ".join(
             row[3]
             for row in db.execute(

@@ -8,6 +8,7 @@ SQLite file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import time
 from collections import Counter
@@ -103,12 +104,12 @@ def stored(n: int, **fields: Any) -> Message:
 
 
 def due_times(path: Path) -> dict[str, float]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return dict(db.execute("SELECT message_id, due_at FROM messages"))
 
 
 def attempts(path: Path) -> dict[str, int]:
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         return dict(db.execute("SELECT message_id, attempts FROM messages"))
 
 
