@@ -11,7 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
-import sys
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -21,9 +21,11 @@ import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.robust_connection import RobustConnection
 from aiormq.channel import EXCEPTION_MAPPING
+from yarl import URL
 
 from ._backoff import Backoff
 from ._config import format_exception, mask
+from ._failover import Rotation
 from ._link import ACKED, ErrorSink, Outcome, Result
 from ._message import Message, encode_headers_wire
 
@@ -62,17 +64,31 @@ def message_properties(message: Message, *, persistent: bool) -> aiormq.spec.Bas
     return properties
 
 
-class _BackoffConnection(RobustConnection):
-    """A robust connection whose reconnect delay grows with jitter instead of staying fixed.
+#: aio-pika's single connection attempt: a private method of RobustConnection, and
+#: the only code that runs once per attempt, so the one place to choose its address.
+_connect_transport: Any = getattr(RobustConnection, "_RobustConnection__connect_transport", None)
+if _connect_transport is None:  # pragma: no cover - depends on the installed aio-pika
+    raise ImportError(
+        "this aio-pika has no RobustConnection.__connect_transport; "
+        "failover between broker addresses needs a version that has it"
+    )
 
-    aio-pika reads ``reconnect_interval`` before every reconnection attempt; here
-    each read draws the next delay of ``policy``, and a successful connection
-    starts the sequence again.
+
+class _BackoffConnection(RobustConnection):
+    """A robust connection that moves along the broker addresses and backs off per round.
+
+    Each attempt goes to the address :class:`Rotation` names; a failed attempt moves
+    on to the next at once, and only a full round of failures waits, for the next
+    delay of ``policy`` (with jitter). A lost connection moves on too.
     """
 
     policy: ClassVar[Backoff] = Backoff()
+    rotation: ClassVar[Rotation]
     link: ClassVar[AmqpLink | None] = None
-    _failures = 0
+    #: What aio-pika sleeps after an attempt: decided by how the attempt ended.
+    _delay = 0.0
+    #: Whether the latest attempt connected (so the next one follows a loss).
+    _was_up = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -83,25 +99,44 @@ class _BackoffConnection(RobustConnection):
 
     @property
     def reconnect_interval(self) -> float:
-        delay = self.policy.delay(self._failures)
-        # aio-pika reads this while handling a failed attempt: tell the link why.
-        failure = sys.exc_info()[1]
-        if failure is not None and self.link is not None:
-            self.link._attempt_failed(failure, delay, first=self._failures == 0)
-        self._failures += 1
-        return delay
+        return self._delay
 
     @reconnect_interval.setter
     def reconnect_interval(self, value: float) -> None:
         """The policy decides; the URL's fixed interval is ignored."""
 
-    async def _on_connected(self) -> None:
-        await super()._on_connected()
-        self._failures = 0
+    async def _RobustConnection__connect_transport(self) -> None:
+        rotation = self.rotation
+        if self._was_up:
+            self._was_up = False
+            rotation.lost()
+        address = rotation.address
+        self.url = URL(address)
+        if self.link is not None:
+            self.link._attempting(address)
+        try:
+            await _connect_transport(self)
+        except Exception as exc:
+            first = rotation.failures == 0
+            self._delay = rotation.failed()
+            if self.link is not None:
+                self.link._attempt_failed(exc, self._delay, rotation.address, first=first)
+            raise
+        rotation.connected()
+        self._was_up = True
+        # A short pause before aio-pika watches for the next loss: a node that accepts
+        # connections and drops them at once is not retried in a busy loop.
+        self._delay = self.policy.delay(0)
 
 
-def _connection_class(policy: Backoff, link: AmqpLink) -> type[_BackoffConnection]:
-    return type("Connection", (_BackoffConnection,), {"policy": policy, "link": link})
+def _connection_class(
+    policy: Backoff, rotation: Rotation, link: AmqpLink
+) -> type[_BackoffConnection]:
+    return type(
+        "Connection",
+        (_BackoffConnection,),
+        {"policy": policy, "rotation": rotation, "link": link},
+    )
 
 
 def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
@@ -115,22 +150,36 @@ def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
 
 
 class AmqpLink:
-    """One robust connection with a channel per use (``live`` and ``replay``)."""
+    """One robust connection with a channel per use (``live`` and ``replay``).
+
+    Given several broker addresses (nodes of one cluster), it is connected to one
+    at a time and moves to the next when a connection is lost or cannot be made.
+    """
 
     CHANNELS = ("live", "replay")
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         backoff: Backoff,
         connect_timeout: float = 10.0,
         name: str = "aioproducer",
         on_error: ErrorSink | None = None,
+        shuffle: Callable[[list[str]], None] | None = None,
     ) -> None:
-        self._url = url
-        #: The URL as logs and errors show it: its password masked, once.
-        self._shown = mask(url)
+        addresses = [urls] if isinstance(urls, str) else list(urls)
+        self._rotation = (
+            Rotation(addresses, backoff)
+            if shuffle is None
+            else Rotation(addresses, backoff, shuffle=shuffle)
+        )
+        #: Each address as logs and errors show it: its password masked, once.
+        self._masked = {address: mask(address) for address in addresses}
+        #: The address of the current (or latest) attempt, masked.
+        self._shown = self._masked[self._rotation.address]
+        #: The address last connected to, masked (to log a move between nodes).
+        self._last_connected: str | None = None
         self._on_error = on_error
         self._backoff = backoff
         self._connect_timeout = connect_timeout
@@ -149,6 +198,11 @@ class AmqpLink:
     def connected(self) -> bool:
         connection = self._connection
         return connection is not None and connection.connected.is_set()
+
+    @property
+    def address(self) -> str | None:
+        """The broker address connected to, its password masked; None while not connected."""
+        return self._shown if self.connected else None
 
     @property
     def blocked(self) -> bool:
@@ -194,8 +248,8 @@ class AmqpLink:
 
     async def _open(self) -> None:
         connection = await aio_pika.connect_robust(
-            self._url,
-            connection_class=_connection_class(self._backoff, self),
+            self._rotation.address,
+            connection_class=_connection_class(self._backoff, self._rotation, self),
             fail_fast=False,
             timeout=self._connect_timeout,
             client_properties={"connection_name": self._name},
@@ -229,23 +283,41 @@ class AmqpLink:
         self._up = True
         self._blocked_seen = False
         self.connections += 1
-        log.info("connected to %s", self._shown)
+        previous, self._last_connected = self._last_connected, self._shown
+        if previous is not None and previous != self._shown:
+            log.info("connected to %s (moved from %s)", self._shown, previous)
+        else:
+            log.info("connected to %s", self._shown)
 
-    def _attempt_failed(self, exc: BaseException, delay: float, *, first: bool) -> None:
+    def _attempting(self, address: str) -> None:
+        """A connection attempt to ``address`` begins."""
+        self._shown = self._masked[address]
+        log.debug("connecting to %s", self._shown)
+
+    def _attempt_failed(
+        self, exc: BaseException, delay: float, following: str, *, first: bool
+    ) -> None:
         """A connection attempt failed: a line for the first of a row, DEBUG for the rest."""
         reason = mask(repr(exc))
         self._error(f"connecting to {self._shown} failed: {reason}")
+        shown_next = self._masked[following]
         if first:
-            log.warning(
-                "cannot connect to %s: %s; retrying in the background",
-                self._shown,
-                reason,
-            )
+            if shown_next != self._shown:
+                log.warning(
+                    "cannot connect to %s: %s; trying %s next", self._shown, reason, shown_next
+                )
+            else:
+                log.warning(
+                    "cannot connect to %s: %s; retrying in the background",
+                    self._shown,
+                    reason,
+                )
         else:
             log.debug(
-                "connection attempt to %s failed: %s; next in %.1fs",
+                "connection attempt to %s failed: %s; next to %s in %.1fs",
                 self._shown,
                 reason,
+                shown_next,
                 delay,
             )
 
@@ -258,7 +330,13 @@ class AmqpLink:
             log.info("connection to %s closed", self._shown)
         elif was_up:
             self._error(f"connection to {self._shown} lost: {reason}")
-            log.warning("connection to %s lost: %s", self._shown, reason)
+            following = self._masked[self._rotation.after]
+            if following != self._shown:
+                log.warning(
+                    "connection to %s lost: %s; moving to %s", self._shown, reason, following
+                )
+            else:
+                log.warning("connection to %s lost: %s", self._shown, reason)
         else:
             self._error(f"connecting to {self._shown} failed: {reason}")
             log.debug("connection attempt to %s failed: %s", self._shown, reason)
