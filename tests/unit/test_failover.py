@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import random
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
 from yarl import URL
 
-from aioproducer import Backoff
+from aioproducer import Backoff, Producer, SQLiteStore
 from aioproducer._config import check_urls, split_urls
 from aioproducer._connection import AmqpLink, _connection_class
 from aioproducer._failover import Rotation
@@ -188,3 +189,10 @@ async def test_a_loss_sends_the_next_attempt_to_the_next_node(attempts: Attempts
         assert str(connection.url) == B
     finally:
         await connection.close()
+
+
+def test_the_producer_checks_its_addresses_at_construction(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="given twice"):
+        Producer([A, A], store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)
+    producer = Producer(f"{A},{B}", store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)
+    assert producer.stats().broker is None
