@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import re
+import sys
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -64,30 +65,24 @@ def message_properties(message: Message, *, persistent: bool) -> aiormq.spec.Bas
     return properties
 
 
-#: aio-pika's single connection attempt: a private method of RobustConnection, and
-#: the only code that runs once per attempt, so the one place to choose its address.
-_connect_transport: Any = getattr(RobustConnection, "_RobustConnection__connect_transport", None)
-if _connect_transport is None:  # pragma: no cover - depends on the installed aio-pika
-    raise ImportError(
-        "this aio-pika has no RobustConnection.__connect_transport; "
-        "failover between broker addresses needs a version that has it"
-    )
-
-
 class _BackoffConnection(RobustConnection):
     """A robust connection that moves along the broker addresses and backs off per round.
 
-    Each attempt goes to the address :class:`Rotation` names; a failed attempt moves
-    on to the next at once, and only a full round of failures waits, for the next
-    delay of ``policy`` (with jitter). A lost connection moves on too.
+    aio-pika reads ``url`` once per connection attempt, and ``reconnect_interval``
+    while handling a failed one and again for its sleep. Here ``url`` is the address
+    :class:`Rotation` names; a failed attempt moves on to the next at once, and only
+    a full round of failures waits, for the next delay of ``policy`` (jittered). A
+    lost connection moves on too; a successful one starts the rounds afresh.
     """
 
     policy: ClassVar[Backoff] = Backoff()
     rotation: ClassVar[Rotation]
     link: ClassVar[AmqpLink | None] = None
-    #: What aio-pika sleeps after an attempt: decided by how the attempt ended.
+    #: What aio-pika sleeps after an attempt: decided once, when the attempt ended.
     _delay = 0.0
-    #: Whether the latest attempt connected (so the next one follows a loss).
+    #: The failure last counted (aio-pika may read the interval more than once for it).
+    _failure: BaseException | None = None
+    #: Whether the connection is up (so that its close is a loss, not a failed attempt).
     _was_up = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
@@ -98,35 +93,45 @@ class _BackoffConnection(RobustConnection):
             self.link._adopt(self)
 
     @property
+    def url(self) -> URL:
+        return self.rotation.url
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        """The rotation decides; aio-pika's own assignment is ignored."""
+
+    @property
     def reconnect_interval(self) -> float:
+        failure = sys.exc_info()[1]
+        if failure is not None and failure is not self._failure:
+            # Read while aio-pika handles a failed attempt: count it, once.
+            self._failure = failure
+            failed = self.rotation.address
+            first = self.rotation.failures == 0
+            self._delay = self.rotation.failed()
+            if self.link is not None:
+                self.link._attempt_failed(failure, failed, self._delay, first=first)
         return self._delay
 
     @reconnect_interval.setter
     def reconnect_interval(self, value: float) -> None:
         """The policy decides; the URL's fixed interval is ignored."""
 
-    async def _RobustConnection__connect_transport(self) -> None:
-        rotation = self.rotation
-        if self._was_up:
-            self._was_up = False
-            rotation.lost()
-        address = rotation.address
-        self.url = URL(address)
-        if self.link is not None:
-            self.link._attempting(address)
-        try:
-            await _connect_transport(self)
-        except Exception as exc:
-            first = rotation.failures == 0
-            self._delay = rotation.failed()
-            if self.link is not None:
-                self.link._attempt_failed(exc, self._delay, rotation.address, first=first)
-            raise
-        rotation.connected()
+    async def _on_connected(self) -> None:
+        await super()._on_connected()
+        self.rotation.connected()
         self._was_up = True
+        self._failure = None
         # A short pause before aio-pika watches for the next loss: a node that accepts
         # connections and drops them at once is not retried in a busy loop.
         self._delay = self.policy.delay(0)
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        await super()._on_connection_close(closing)
+        # aio-pika's next attempt waits for this to return: aim it at the next address.
+        if self._was_up:
+            self._was_up = False
+            self.rotation.lost()
 
 
 def _connection_class(
@@ -176,8 +181,6 @@ class AmqpLink:
         )
         #: Each address as logs and errors show it: its password masked, once.
         self._masked = {address: mask(address) for address in addresses}
-        #: The address of the current (or latest) attempt, masked.
-        self._shown = self._masked[self._rotation.address]
         #: The address last connected to, masked (to log a move between nodes).
         self._last_connected: str | None = None
         self._on_error = on_error
@@ -198,6 +201,11 @@ class AmqpLink:
     def connected(self) -> bool:
         connection = self._connection
         return connection is not None and connection.connected.is_set()
+
+    @property
+    def _shown(self) -> str:
+        """The address of the current (or next) attempt, masked."""
+        return self._masked[self._rotation.address]
 
     @property
     def address(self) -> str | None:
@@ -289,35 +297,25 @@ class AmqpLink:
         else:
             log.info("connected to %s", self._shown)
 
-    def _attempting(self, address: str) -> None:
-        """A connection attempt to ``address`` begins."""
-        self._shown = self._masked[address]
-        log.debug("connecting to %s", self._shown)
-
     def _attempt_failed(
-        self, exc: BaseException, delay: float, following: str, *, first: bool
+        self, exc: BaseException, address: str, delay: float, *, first: bool
     ) -> None:
-        """A connection attempt failed: a line for the first of a row, DEBUG for the rest."""
+        """The attempt at ``address`` failed: a line for the first of a row, DEBUG for the
+        rest. The rotation has moved on to the next address already."""
         reason = mask(repr(exc))
-        self._error(f"connecting to {self._shown} failed: {reason}")
-        shown_next = self._masked[following]
+        shown, following = self._masked[address], self._shown
+        self._error(f"connecting to {shown} failed: {reason}")
         if first:
-            if shown_next != self._shown:
-                log.warning(
-                    "cannot connect to %s: %s; trying %s next", self._shown, reason, shown_next
-                )
+            if following != shown:
+                log.warning("cannot connect to %s: %s; trying %s next", shown, reason, following)
             else:
-                log.warning(
-                    "cannot connect to %s: %s; retrying in the background",
-                    self._shown,
-                    reason,
-                )
+                log.warning("cannot connect to %s: %s; retrying in the background", shown, reason)
         else:
             log.debug(
                 "connection attempt to %s failed: %s; next to %s in %.1fs",
-                self._shown,
+                shown,
                 reason,
-                shown_next,
+                following,
                 delay,
             )
 

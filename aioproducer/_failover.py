@@ -5,6 +5,8 @@ from __future__ import annotations
 import random
 from collections.abc import Callable, Sequence
 
+from yarl import URL
+
 from ._backoff import Backoff
 
 
@@ -29,6 +31,7 @@ class Rotation:
             raise ValueError("at least one broker address is needed")
         self.addresses = list(addresses)
         shuffle(self.addresses)
+        self._urls = [URL(address) for address in self.addresses]
         self._backoff = backoff
         self._index = 0
         #: Failed attempts since the last connection.
@@ -38,6 +41,11 @@ class Rotation:
     def address(self) -> str:
         """The address the next attempt goes to."""
         return self.addresses[self._index]
+
+    @property
+    def url(self) -> URL:
+        """:attr:`address`, parsed."""
+        return self._urls[self._index]
 
     @property
     def after(self) -> str:

@@ -10,6 +10,7 @@ from typing import Any
 
 import aio_pika
 import pytest
+from aio_pika.abc import UnderlayConnection
 from yarl import URL
 
 from aioproducer import Backoff, Producer, SQLiteStore
@@ -119,28 +120,54 @@ def test_bad_address_lists_are_refused_without_the_password(urls: Any, fragment:
     assert "secret" not in str(caught.value)
 
 
-# -- aio-pika's reconnection loop, driven through the per-attempt hook ----------------
+# -- aio-pika's reconnection loop, driven through what it reads per attempt ---------
+
+
+class FakeAmqp:
+    """Stands in for an aiormq connection: open until closed or dropped."""
+
+    def __init__(self) -> None:
+        self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.is_closed = False
+
+    async def ready(self) -> None:
+        pass
+
+    async def close(self, exc: object = None) -> None:
+        self.is_closed = True
+        if not self.closing.done():
+            self.closing.set_result(None)
+
+    def drop(self) -> None:
+        """The broker's side goes away: a connection reset."""
+        self.is_closed = True
+        self.closing.set_exception(ConnectionResetError("reset by peer"))
 
 
 class Attempts:
-    """Stands in for aio-pika's socket work: each attempt fails unless its URL is up."""
+    """Stands in for aio-pika's socket work: an attempt fails unless its URL is up."""
 
-    def __init__(self, up: set[str]) -> None:
-        self.up = up
+    def __init__(self) -> None:
+        self.up: set[str] = set()
         self.tried: list[str] = []
+        self.current: FakeAmqp | None = None
 
-    async def __call__(self, connection: Any) -> None:
-        url = str(connection.url)
-        self.tried.append(url)
-        if url not in self.up:
+    async def __call__(self, url: URL, timeout: object = None, **kwargs: Any) -> FakeAmqp:
+        self.tried.append(str(url))
+        if str(url) not in self.up:
             raise ConnectionRefusedError(f"{url} refuses")
-        connection.connected.set()
+        self.current = FakeAmqp()
+        return self.current
 
 
 @pytest.fixture
 def attempts(monkeypatch: pytest.MonkeyPatch) -> Iterator[Attempts]:
-    fake = Attempts(set())
-    monkeypatch.setattr("aioproducer._connection._connect_transport", fake)
+    fake = Attempts()
+
+    async def make_connection(cls: Any, /, url: URL, timeout: object = None, **kwargs: Any) -> Any:
+        return await fake(url, timeout, **kwargs)
+
+    monkeypatch.setattr(UnderlayConnection, "make_connection", classmethod(make_connection))
     yield fake
 
 
@@ -150,9 +177,8 @@ QUICK = Backoff(base=0.001, cap=0.002)
 async def test_aio_pika_aims_every_attempt_at_the_next_address(attempts: Attempts) -> None:
     attempts.up = {C}
     link = AmqpLink([A, B, C], backoff=QUICK, shuffle=keep_order)
-    rotation = link._rotation
     connection = await aio_pika.connect_robust(
-        A, connection_class=_connection_class(QUICK, rotation, link), fail_fast=False
+        A, connection_class=_connection_class(QUICK, link._rotation, link), fail_fast=False
     )
     try:
         assert attempts.tried == [A, B, C]
@@ -183,9 +209,14 @@ async def test_a_loss_sends_the_next_attempt_to_the_next_node(attempts: Attempts
     try:
         await connection.connect()
         assert attempts.tried == [A]
-        # What aio-pika runs when the connection drops: the next attempt, to B.
-        await connection._RobustConnection__connect_transport()
-        assert attempts.tried == [A, B]
+        first = attempts.current
+        assert first is not None
+        first.drop()
+        await wait_until(
+            lambda: attempts.tried == [A, B] and connection.connected.is_set(),
+            timeout=10,
+            what="a connection to B",
+        )
         assert str(connection.url) == B
     finally:
         await connection.close()
