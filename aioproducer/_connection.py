@@ -92,13 +92,23 @@ class _BackoffConnection(RobustConnection):
         if self.link is not None:
             self.link._adopt(self)
 
+    #: The address the latest attempt was given (what aio-pika's own log lines name).
+    _attempted: URL | None = None
+
     @property
     def url(self) -> URL:
-        return self.rotation.url
+        url = self._attempted = self.rotation.url
+        return url
 
     @url.setter
     def url(self, value: URL) -> None:
         """The rotation decides; aio-pika's own assignment is ignored."""
+
+    def __str__(self) -> str:
+        # The rotation may have moved on already when aio-pika logs a failed attempt:
+        # name the address that failed, password masked as aio-pika does.
+        url = self._attempted or self.rotation.url
+        return str(url.with_password("******") if url.password else url)
 
     @property
     def reconnect_interval(self) -> float:

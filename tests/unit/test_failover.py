@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -227,3 +228,26 @@ def test_the_producer_checks_its_addresses_at_construction(tmp_path: Path) -> No
         Producer([A, A], store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)
     producer = Producer(f"{A},{B}", store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)
     assert producer.stats().broker is None
+
+
+async def test_aio_pika_names_the_address_that_failed(
+    attempts: Attempts, caplog: pytest.LogCaptureFixture
+) -> None:
+    attempts.up = {"amqp://u:pw@c/"}
+    addresses = ["amqp://u:pw@a/", "amqp://u:pw@b/", "amqp://u:pw@c/"]
+    link = AmqpLink(addresses, backoff=QUICK, shuffle=keep_order)
+    with caplog.at_level(logging.WARNING, logger="aio_pika"):
+        connection = await aio_pika.connect_robust(
+            addresses[0],
+            connection_class=_connection_class(QUICK, link._rotation, link),
+            fail_fast=False,
+        )
+    try:
+        # As written when logged (a record formatted later names the connection as it is
+        # by then).
+        failed = [line for line in caplog.text.splitlines() if "Connection attempt" in line]
+        assert len(failed) == 2
+        assert '"amqp://u:******@a/" failed' in failed[0] and "amqp://u:pw@a/ refuses" in failed[0]
+        assert '"amqp://u:******@b/" failed' in failed[1] and "amqp://u:pw@b/ refuses" in failed[1]
+    finally:
+        await connection.close()
