@@ -111,6 +111,14 @@ class Node:
             )
         (self.base / "pgid").write_text(str(self.process.pid))
 
+    def log_tail(self, lines: int = 20) -> str:
+        """The last lines of the node's log, for an error that needs them."""
+        try:
+            text = (self.base / "log" / f"{self.node}.log").read_text(errors="replace")
+        except OSError as exc:
+            return f"(no log: {exc})"
+        return "\n".join(text.splitlines()[-lines:])
+
     @property
     def pid_file(self) -> Path:
         return self.base / f"{self.name}.pid"
@@ -192,9 +200,9 @@ async def await_boot(node: Node, timeout: float = BOOT_TIMEOUT) -> None:
     # rabbitmqctl, which starts an Erlang VM per call.
     while not await _listening(node.port):
         if not node.running:
-            raise RuntimeError(f"{node.node} exited while booting; see {node.base}/log")
+            raise RuntimeError(f"{node.node} exited while booting\n{node.log_tail()}")
         if loop.time() > end:
-            raise RuntimeError(f"{node.node} did not boot within {timeout:g}s")
+            raise RuntimeError(f"{node.node} did not boot within {timeout:g}s\n{node.log_tail()}")
         await asyncio.sleep(0.2)
     await ctl(node, "await_startup", "--timeout", str(int(timeout)))
 
