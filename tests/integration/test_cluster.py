@@ -81,6 +81,8 @@ class Figures:
     delivered: int = 0
     duplicates: int = 0
     longest_publish: float = 0.0
+    #: The CPU time of the longest call (the rest of its wall time it waited for a CPU).
+    longest_publish_cpu: float = 0.0
     #: Seconds from each fault (kill, or the stop command) to the first confirm on another
     #: node, and from the producer's noticing the loss to that confirm.
     to_first_confirm: list[tuple[float, float]] = field(default_factory=list)
@@ -97,6 +99,7 @@ class Figures:
             f"\ncluster figures [{self.name}]: sent={self.sent} delivered={self.delivered} "
             f"lost={self.sent - self.delivered} duplicates={self.duplicates} "
             f"longest_publish={self.longest_publish * 1e6:.0f}us "
+            f"(cpu {self.longest_publish_cpu * 1e6:.0f}us) "
             f"fault_to_first_confirm_elsewhere=[{moves}]"
         )
 
@@ -150,7 +153,9 @@ async def settle_and_count(
     figures.sent = len(load.ids)
     figures.delivered = len(counts)
     figures.duplicates = sum(counts.values()) - len(counts)
-    figures.longest_publish = max(load.marked)
+    longest = max(range(len(load.marked)), key=load.marked.__getitem__)
+    figures.longest_publish = load.marked[longest]
+    figures.longest_publish_cpu = load.marked_cpu[longest]
     print(figures.line())
 
 
