@@ -114,21 +114,26 @@ def connected_node(cluster: Cluster, producer: Producer) -> Node:
     return cluster.by_url(producer.stats().broker)
 
 
+def settled_by_broker(producer: Producer) -> int:
+    """Confirms so far, of live publishes and of replays alike."""
+    stats = producer.stats()
+    return stats.confirmed + stats.replayed
+
+
 async def first_confirm_elsewhere(
     producer: Producer, left: str, since: float
 ) -> tuple[float, float]:
-    """Seconds until a confirm arrives over a connection to a node other than ``left``:
-    from ``since``, and from when the connection to ``left`` was seen gone."""
+    """Seconds until a confirm (of a live publish or a replay) arrives over a connection
+    to a node other than ``left``: from ``since``, and from when the connection to
+    ``left`` was seen gone."""
     try:
         await wait_until(lambda: producer.stats().broker != left, timeout=60, what="a loss")
         lost_at = time.perf_counter()
         await wait_until(
             lambda: producer.stats().broker not in (None, left), timeout=60, what="a move"
         )
-        confirmed = producer.stats().confirmed
-        await wait_until(
-            lambda: producer.stats().confirmed > confirmed, timeout=60, what="a confirm"
-        )
+        before = settled_by_broker(producer)
+        await wait_until(lambda: settled_by_broker(producer) > before, timeout=60, what="a confirm")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; {producer.stats()}") from None
     now = time.perf_counter()
@@ -206,11 +211,15 @@ async def test_all_nodes_down_then_back_spills_and_replays_everything(
             lambda: producer.stats().broker is not None, timeout=60, what="a connection"
         )
         assert connected_node(whole, producer) is first
-        # A second node makes a majority again: confirms resume, the store replays.
-        await whole.start(whole.nodes[1])
+        # The other two boot together; the first of them up makes a majority again:
+        # confirms resume, the store replays.
+        booting = {asyncio.create_task(whole.start(node)) for node in whole.nodes[1:]}
+        done, booting = await asyncio.wait(booting, return_when=asyncio.FIRST_COMPLETED)
         majority_at = time.perf_counter()
+        for task in done:
+            task.result()
         figures.to_first_confirm.append(await first_confirm_elsewhere(producer, "", majority_at))
-        await whole.heal()
+        await asyncio.gather(*booting)
     await settle_and_count(whole, producer, load, quorum_queue, figures)
     stats = producer.stats()
     assert stats.spilled > 0
