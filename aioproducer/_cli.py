@@ -3,7 +3,8 @@
 Every command reads its store from ``--sqlite PATH`` or ``--mongo URL`` (else from
 ``AIOPRODUCER_MONGO_URL`` or ``AIOPRODUCER_SQLITE_PATH``, so that credentials stay
 out of ``ps`` and shell history; else ``aioproducer-spill.db``), and its broker from
-``--amqp URL`` or ``AMQP_URL``. Passwords are masked in everything it prints. A
+``--amqp URL`` or ``AMQP_URL`` (the nodes of a cluster: several URLs separated by
+commas). Passwords are masked in everything it prints. A
 failure prints one line, ``aioproducer: error: ...``, and exits non-zero:
 1 for an unreachable service or a failed operation, 2 for bad input.
 """
@@ -26,7 +27,7 @@ from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, NoReturn, TextIO
 
-from ._config import check_url, mask
+from ._config import check_urls, mask
 from ._exceptions import InvalidMessage, StoreError
 from ._fallback import _from_dict, _to_dict, write_messages
 from ._message import Message, check_name, prepare_headers
@@ -137,16 +138,25 @@ def _store(args: argparse.Namespace) -> Store:
     return SQLiteStore(path)
 
 
-def _amqp(args: argparse.Namespace, *, required: bool) -> str | None:
+def _amqp(args: argparse.Namespace, *, required: bool) -> tuple[str, ...] | None:
+    """The broker addresses given (one, or several separated by commas), checked."""
     url: str | None = args.amqp or os.environ.get(ENV_AMQP)
     if url is None:
         if required:
             raise Failure(f"no broker: give --amqp URL or set {ENV_AMQP}", BAD_INPUT)
         return None
     try:
-        return check_url(url)
+        return check_urls(url)
     except ValueError as exc:
         raise Failure(str(exc), BAD_INPUT) from None
+
+
+async def _probe_all(urls: Sequence[str], timeout: float) -> dict[str, str | None]:
+    """Each address with why it could not be reached (None: it could)."""
+    from ._connection import probe
+
+    problems = await asyncio.gather(*(probe(url, timeout=timeout) for url in urls))
+    return dict(zip(urls, problems, strict=True))
 
 
 def _name(value: str | None, what: str) -> str | None:
@@ -162,16 +172,24 @@ def _name(value: str | None, what: str) -> str | None:
 
 
 async def _status(args: argparse.Namespace, store: Store) -> int:
-    url = _amqp(args, required=False)
+    urls = _amqp(args, required=False)
     backlog = await store.backlog()
     keys = await store.by_key()
-    broker: dict[str, Any] = {"checked": url is not None}
-    problem: str | None = None
-    if url is not None:
-        from ._connection import probe
-
-        problem = await probe(url, timeout=args.timeout)
-        broker.update(url=mask(url), reachable=problem is None, error=problem)
+    broker: dict[str, Any] = {"checked": urls is not None}
+    problems: dict[str, str | None] = {}
+    if urls is not None:
+        problems = await _probe_all(urls, args.timeout)
+        failed = [problem for problem in problems.values() if problem is not None]
+        broker.update(
+            url=",".join(mask(url) for url in urls),
+            # One node that answers is enough: a producer moves to it.
+            reachable=len(failed) < len(urls),
+            error="; ".join(failed) or None,
+            nodes=[
+                {"url": mask(url), "reachable": problem is None, "error": problem}
+                for url, problem in problems.items()
+            ],
+        )
     now = time.time()
     oldest_age = None if backlog.oldest is None else max(0.0, now - backlog.oldest)
     if args.json:
@@ -204,12 +222,13 @@ async def _status(args: argparse.Namespace, store: Store) -> int:
             f"{backlog.held} held, {backlog.dead} dead"
         )
         say(f"oldest   {'-' if oldest_age is None else _age(oldest_age) + ' ago'}")
-        if url is None:
+        if urls is None:
             say(f"broker   not checked (no --amqp or {ENV_AMQP})")
-        elif broker["reachable"]:
-            say(f"broker   {mask(url)} reachable")
-        else:
-            say(f"broker   UNREACHABLE: {problem}")
+        for url, problem in problems.items():
+            if problem is None:
+                say(f"broker   {mask(url)} reachable")
+            else:
+                say(f"broker   UNREACHABLE: {problem}")
         if keys:
             say()
             rows = [
@@ -441,18 +460,17 @@ async def _export(args: argparse.Namespace, store: Store) -> int:
 
 
 async def _replay(args: argparse.Namespace, store: Store) -> int:
-    from ._connection import probe
     from ._worker import ReplayWorker
 
-    url = _amqp(args, required=True)
-    assert url is not None
-    problem = await probe(url, timeout=args.timeout)
-    if problem is not None:
-        raise Failure(f"broker unreachable: {problem}")
+    urls = _amqp(args, required=True)
+    assert urls is not None
+    problems = await _probe_all(urls, args.timeout)
+    if all(problem is not None for problem in problems.values()):
+        raise Failure(f"broker unreachable: {'; '.join(filter(None, problems.values()))}")
     backlog = await store.backlog()
     try:
         worker = ReplayWorker(
-            url,
+            urls,
             store,
             lease=args.lease,
             replay_batch=args.batch,
@@ -632,7 +650,11 @@ def _parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def broker(sub: argparse.ArgumentParser) -> None:
-        sub.add_argument("--amqp", metavar="URL", help=f"broker URL (better: set {ENV_AMQP})")
+        sub.add_argument(
+            "--amqp",
+            metavar="URL",
+            help=f"broker URL, or several separated by commas (better: set {ENV_AMQP})",
+        )
         sub.add_argument(
             "--timeout", type=float, default=5.0, help="seconds to wait for the broker"
         )

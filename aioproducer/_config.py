@@ -6,7 +6,8 @@ import os
 import re
 import tempfile
 import traceback
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yarl
@@ -61,9 +62,56 @@ def check_url(url: object) -> str:
         raise ValueError(f"broker URL {shown!r} must start with amqp:// or amqps://")
     if not parsed.host:
         raise ValueError(f"broker URL {shown!r} has no host")
+    if "," in parsed.host:
+        raise ValueError(
+            f"broker URL {shown!r} names several hosts in one URL; "
+            "give one URL per node: a list, or URLs separated by commas"
+        )
     if port is not None and not 0 < port < 65536:
         raise ValueError(f"broker URL {shown!r} has port {port}, outside 1-65535")
     return url
+
+
+_URL_SEPARATOR = re.compile(r"\s*,\s*(?=amqps?://)")
+
+
+def split_urls(text: str) -> list[str]:
+    """The URLs in ``text``, separated by commas (``"amqp://a/,amqp://b/"``).
+
+    A comma splits only where the next URL begins (``amqp://`` or ``amqps://``), so
+    a comma inside a password is kept.
+    """
+    return [part for part in _URL_SEPARATOR.split(text.strip()) if part]
+
+
+def check_urls(urls: object) -> tuple[str, ...]:
+    """The broker addresses in ``urls``, each checked; else ValueError.
+
+    ``urls`` is one URL, several separated by commas, or a sequence of URLs (the
+    nodes of one cluster). Addresses must differ and carry the same query options
+    (``heartbeat`` and the like apply to the connection, whichever node it is to).
+    """
+    if isinstance(urls, str):
+        addresses = split_urls(urls)
+    elif isinstance(urls, Sequence) and not isinstance(urls, bytes | bytearray):
+        addresses = list(urls)
+    else:
+        raise ValueError(
+            f"the broker URL must be a str or a sequence of str, not {type(urls).__name__}"
+        )
+    if not addresses:
+        raise ValueError("no broker URL given")
+    for address in addresses:
+        check_url(address)
+    if len(set(addresses)) != len(addresses):
+        raise ValueError("the broker URLs must differ: one is given twice")
+    options = {yarl.URL(address).query_string for address in addresses}
+    if len(options) > 1:
+        raise ValueError(
+            "the broker URLs must carry the same query options "
+            f"(found {', '.join(sorted(repr(o) for o in options))})"
+        )
+    return tuple(addresses)
 
 
 def check_fallback_dir(folder: str | os.PathLike[str]) -> Path:
@@ -83,7 +131,7 @@ def check_fallback_dir(folder: str | os.PathLike[str]) -> Path:
 class Settings:
     """Every option of a :class:`~aioproducer.Producer`, checked."""
 
-    url: str
+    url: str | Sequence[str]
     exchange: str
     spill_after: float
     max_buffer: int
@@ -103,9 +151,11 @@ class Settings:
     retry_backoff: Backoff
     store_backoff: Backoff
     fallback_dir: Path
+    #: The broker addresses ``url`` names, checked (one or more).
+    urls: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        check_url(self.url)
+        object.__setattr__(self, "urls", check_urls(self.url))
         check_name(self.exchange, "exchange")
         for option, value in (
             ("spill_after", self.spill_after),

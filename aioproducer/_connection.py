@@ -14,7 +14,7 @@ import logging
 import re
 import struct
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
 
@@ -24,9 +24,11 @@ import aiormq.abc
 from aio_pika.abc import AbstractRobustChannel, AbstractRobustConnection
 from aio_pika.robust_connection import RobustConnection
 from aiormq.channel import EXCEPTION_MAPPING
+from yarl import URL
 
 from ._backoff import Backoff
 from ._config import format_exception, mask
+from ._failover import Rotation
 from ._link import ACKED, ErrorSink, OnResult, Outcome, Result, Sent, send_each
 from ._message import Message, encode_headers_wire
 
@@ -104,16 +106,24 @@ def _failure(exc: BaseException) -> Result:
 
 
 class _BackoffConnection(RobustConnection):
-    """A robust connection whose reconnect delay grows with jitter instead of staying fixed.
+    """A robust connection that moves along the broker addresses and backs off per round.
 
-    aio-pika reads ``reconnect_interval`` before every reconnection attempt; here
-    each read draws the next delay of ``policy``, and a successful connection
-    starts the sequence again.
+    aio-pika reads ``url`` once per connection attempt, and ``reconnect_interval``
+    while handling a failed one and again for its sleep. Here ``url`` is the address
+    :class:`Rotation` names; a failed attempt moves on to the next at once, and only
+    a full round of failures waits, for the next delay of ``policy`` (jittered). A
+    lost connection moves on too; a successful one starts the rounds afresh.
     """
 
     policy: ClassVar[Backoff] = Backoff()
+    rotation: ClassVar[Rotation]
     link: ClassVar[AmqpLink | None] = None
-    _failures = 0
+    #: What aio-pika sleeps after an attempt: decided once, when the attempt ended.
+    _delay = 0.0
+    #: The failure last counted (aio-pika may read the interval more than once for it).
+    _failure: BaseException | None = None
+    #: Whether the connection is up (so that its close is a loss, not a failed attempt).
+    _was_up = False
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -122,15 +132,36 @@ class _BackoffConnection(RobustConnection):
         if self.link is not None:
             self.link._adopt(self)
 
+    #: The address the latest attempt was given (what aio-pika's own log lines name).
+    _attempted: URL | None = None
+
+    @property
+    def url(self) -> URL:
+        url = self._attempted = self.rotation.url
+        return url
+
+    @url.setter
+    def url(self, value: URL) -> None:
+        """The rotation decides; aio-pika's own assignment is ignored."""
+
+    def __str__(self) -> str:
+        # The rotation may have moved on already when aio-pika logs a failed attempt:
+        # name the address that failed, password masked as aio-pika does.
+        url = self._attempted or self.rotation.url
+        return str(url.with_password("******") if url.password else url)
+
     @property
     def reconnect_interval(self) -> float:
-        delay = self.policy.delay(self._failures)
-        # aio-pika reads this while handling a failed attempt: tell the link why.
         failure = sys.exc_info()[1]
-        if failure is not None and self.link is not None:
-            self.link._attempt_failed(failure, delay, first=self._failures == 0)
-        self._failures += 1
-        return delay
+        if failure is not None and failure is not self._failure:
+            # Read while aio-pika handles a failed attempt: count it, once.
+            self._failure = failure
+            failed = self.rotation.address
+            first = self.rotation.failures == 0
+            self._delay = self.rotation.failed()
+            if self.link is not None:
+                self.link._attempt_failed(failure, failed, self._delay, first=first)
+        return self._delay
 
     @reconnect_interval.setter
     def reconnect_interval(self, value: float) -> None:
@@ -138,11 +169,29 @@ class _BackoffConnection(RobustConnection):
 
     async def _on_connected(self) -> None:
         await super()._on_connected()
-        self._failures = 0
+        self.rotation.connected()
+        self._was_up = True
+        self._failure = None
+        # A short pause before aio-pika watches for the next loss: a node that accepts
+        # connections and drops them at once is not retried in a busy loop.
+        self._delay = self.policy.delay(0)
+
+    async def _on_connection_close(self, closing: asyncio.Future[Any]) -> None:
+        await super()._on_connection_close(closing)
+        # aio-pika's next attempt waits for this to return: aim it at the next address.
+        if self._was_up:
+            self._was_up = False
+            self.rotation.lost()
 
 
-def _connection_class(policy: Backoff, link: AmqpLink) -> type[_BackoffConnection]:
-    return type("Connection", (_BackoffConnection,), {"policy": policy, "link": link})
+def _connection_class(
+    policy: Backoff, rotation: Rotation, link: AmqpLink
+) -> type[_BackoffConnection]:
+    return type(
+        "Connection",
+        (_BackoffConnection,),
+        {"policy": policy, "rotation": rotation, "link": link},
+    )
 
 
 def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
@@ -156,22 +205,34 @@ def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
 
 
 class AmqpLink:
-    """One robust connection with a channel per use (``live`` and ``replay``)."""
+    """One robust connection with a channel per use (``live`` and ``replay``).
+
+    Given several broker addresses (nodes of one cluster), it is connected to one
+    at a time and moves to the next when a connection is lost or cannot be made.
+    """
 
     CHANNELS = ("live", "replay")
 
     def __init__(
         self,
-        url: str,
+        urls: str | Sequence[str],
         *,
         backoff: Backoff,
         connect_timeout: float = 10.0,
         name: str = "aioproducer",
         on_error: ErrorSink | None = None,
+        shuffle: Callable[[list[str]], None] | None = None,
     ) -> None:
-        self._url = url
-        #: The URL as logs and errors show it: its password masked, once.
-        self._shown = mask(url)
+        addresses = [urls] if isinstance(urls, str) else list(urls)
+        self._rotation = (
+            Rotation(addresses, backoff)
+            if shuffle is None
+            else Rotation(addresses, backoff, shuffle=shuffle)
+        )
+        #: Each address as logs and errors show it: its password masked, once.
+        self._masked = {address: mask(address) for address in addresses}
+        #: The address last connected to, masked (to log a move between nodes).
+        self._last_connected: str | None = None
         self._on_error = on_error
         self._backoff = backoff
         self._connect_timeout = connect_timeout
@@ -190,6 +251,16 @@ class AmqpLink:
     def connected(self) -> bool:
         connection = self._connection
         return connection is not None and connection.connected.is_set()
+
+    @property
+    def _shown(self) -> str:
+        """The address of the current (or next) attempt, masked."""
+        return self._masked[self._rotation.address]
+
+    @property
+    def address(self) -> str | None:
+        """The broker address connected to, its password masked; None while not connected."""
+        return self._shown if self.connected else None
 
     @property
     def blocked(self) -> bool:
@@ -235,8 +306,8 @@ class AmqpLink:
 
     async def _open(self) -> None:
         connection = await aio_pika.connect_robust(
-            self._url,
-            connection_class=_connection_class(self._backoff, self),
+            self._rotation.address,
+            connection_class=_connection_class(self._backoff, self._rotation, self),
             fail_fast=False,
             timeout=self._connect_timeout,
             client_properties={"connection_name": self._name},
@@ -270,23 +341,31 @@ class AmqpLink:
         self._up = True
         self._blocked_seen = False
         self.connections += 1
-        log.info("connected to %s", self._shown)
+        previous, self._last_connected = self._last_connected, self._shown
+        if previous is not None and previous != self._shown:
+            log.info("connected to %s (moved from %s)", self._shown, previous)
+        else:
+            log.info("connected to %s", self._shown)
 
-    def _attempt_failed(self, exc: BaseException, delay: float, *, first: bool) -> None:
-        """A connection attempt failed: a line for the first of a row, DEBUG for the rest."""
+    def _attempt_failed(
+        self, exc: BaseException, address: str, delay: float, *, first: bool
+    ) -> None:
+        """The attempt at ``address`` failed: a line for the first of a row, DEBUG for the
+        rest. The rotation has moved on to the next address already."""
         reason = mask(repr(exc))
-        self._error(f"connecting to {self._shown} failed: {reason}")
+        shown, following = self._masked[address], self._shown
+        self._error(f"connecting to {shown} failed: {reason}")
         if first:
-            log.warning(
-                "cannot connect to %s: %s; retrying in the background",
-                self._shown,
-                reason,
-            )
+            if following != shown:
+                log.warning("cannot connect to %s: %s; trying %s next", shown, reason, following)
+            else:
+                log.warning("cannot connect to %s: %s; retrying in the background", shown, reason)
         else:
             log.debug(
-                "connection attempt to %s failed: %s; next in %.1fs",
-                self._shown,
+                "connection attempt to %s failed: %s; next to %s in %.1fs",
+                shown,
                 reason,
+                following,
                 delay,
             )
 
@@ -299,7 +378,13 @@ class AmqpLink:
             log.info("connection to %s closed", self._shown)
         elif was_up:
             self._error(f"connection to {self._shown} lost: {reason}")
-            log.warning("connection to %s lost: %s", self._shown, reason)
+            following = self._masked[self._rotation.after]
+            if following != self._shown:
+                log.warning(
+                    "connection to %s lost: %s; moving to %s", self._shown, reason, following
+                )
+            else:
+                log.warning("connection to %s lost: %s", self._shown, reason)
         else:
             self._error(f"connecting to {self._shown} failed: {reason}")
             log.debug("connection attempt to %s failed: %s", self._shown, reason)

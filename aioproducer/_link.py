@@ -68,6 +68,10 @@ class Link(Protocol):
         """Whether the connection is up."""
 
     @property
+    def address(self) -> str | None:
+        """The broker address connected to, its password masked; None while not connected."""
+
+    @property
     def blocked(self) -> bool:
         """Whether the broker has blocked the connection (a resource alarm)."""
 

@@ -107,6 +107,8 @@ class ProducerStats:
     """Messages kept back after a nack, return or channel error."""
     connected: bool
     """Whether the AMQP connection is up."""
+    broker: str | None
+    """The broker address connected to, its password masked; None while not connected."""
     blocked: bool
     """Whether the broker has blocked the connection (a resource alarm)."""
     store_ok: bool
@@ -129,7 +131,7 @@ class Producer:
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@127.0.0.1:5672/",
+        url: str | Sequence[str] = "amqp://guest:guest@127.0.0.1:5672/",
         *,
         exchange: str = "",
         store: Store | None = None,
@@ -240,7 +242,7 @@ class Producer:
     def _make_link(self, context: Context) -> Link:
         """The link to the broker; tests put other implementations of :class:`Link` here."""
         return AmqpLink(
-            self._settings.url,
+            self._settings.urls,
             backoff=self._settings.reconnect_backoff,
             connect_timeout=self._settings.connect_timeout,
             name=f"aioproducer {self.owner}",
@@ -755,6 +757,7 @@ class Producer:
             in_flight=buffer.in_flight,
             held=buffer.held,
             connected=link is not None and link.connected,
+            broker=link.address if link is not None else None,
             blocked=link is not None and link.blocked,
             store_ok=context.store_ok,
             store_errors=c.store_errors,
@@ -810,6 +813,7 @@ def _empty_stats(state: ProducerState) -> ProducerStats:
         in_flight=0,
         held=0,
         connected=False,
+        broker=None,
         blocked=False,
         store_ok=True,
         store_errors=0,

@@ -48,7 +48,7 @@ import selectors
 import signal
 import threading
 import weakref
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import timedelta
 from types import FrameType, TracebackType
 from typing import Any, ParamSpec, Self, TypeVar
@@ -300,7 +300,7 @@ class ThreadedProducer:
 
     def __init__(
         self,
-        url: str = "amqp://guest:guest@127.0.0.1:5672/",
+        url: str | Sequence[str] = "amqp://guest:guest@127.0.0.1:5672/",
         *,
         store: StoreSpec | None = None,
         close_timeout: float = 10.0,

@@ -119,13 +119,15 @@ class Progress:
 class ReplayWorker:
     """Replays a store to the broker at ``url`` until told to stop (or the backlog is empty).
 
+    ``url`` may name several nodes of a cluster, as the producer's ``url`` does.
+
     ``max_attempts`` marks a message dead after that many failures of its own, as
     the producer's option of the same name does.
     """
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         store: Store,
         *,
         lease: float = 30.0,
@@ -180,7 +182,7 @@ class ReplayWorker:
         """Connect and start replaying in the background."""
         context = Context(self.settings, self.store, self.owner)
         link = AmqpLink(
-            self.settings.url,
+            self.settings.urls,
             backoff=self.settings.reconnect_backoff,
             connect_timeout=self.settings.connect_timeout,
             name=f"aioproducer {self.owner}",

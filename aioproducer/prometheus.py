@@ -18,7 +18,8 @@ event loop, or on the first scrape made from the event loop's thread; with
 ``prometheus_client.start_http_server`` (scrapes on another thread) call
 :meth:`ProducerCollector.start` from the loop. The accept-to-settle histogram
 counts each message accepted after registration once, when it is first settled:
-confirmed, stored, or kept as dead.
+confirmed, stored, or kept as dead. While connected, ``aioproducer_broker_info``
+names the broker node in its ``url`` label (it changes when the producer fails over).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
     HistogramMetricFamily,
+    InfoMetricFamily,
     Metric,
     StateSetMetricFamily,
 )
@@ -215,6 +217,12 @@ class ProducerCollector(Collector):
         state = StateSetMetricFamily(f"{prefix}_state", "Where the producer is in its life.")
         state.add_metric([], {s.value: s is stats.state for s in ProducerState})
         yield state
+        if stats.broker is not None:
+            broker = InfoMetricFamily(
+                f"{prefix}_broker", "The broker node connected to (password masked)."
+            )
+            broker.add_metric([], {"url": stats.broker})
+            yield broker
         backlog = self.backlog
         if backlog is not None and self._backlog_at is not None:
             yield GaugeMetricFamily(

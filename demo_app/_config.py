@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -23,7 +25,8 @@ class Config:
     """
 
     amqp_url: str = "amqp://guest:guest@127.0.0.1:5672/"
-    """``AMQP_URL``: the RabbitMQ broker."""
+    """``AMQP_URL``: the RabbitMQ broker; the nodes of a cluster as several URLs
+    separated by commas (the producer fails over between them)."""
     mongo_url: str | None = None
     """``MONGO_URL``: when set, spilled messages go to MongoDB instead of SQLite."""
     mongo_database: str = "aioproducer"
@@ -66,6 +69,11 @@ class Config:
         """Whether a request may publish with ``routing_key``."""
         return routing_key == self.routing_key or routing_key in self.allowed_routing_keys
 
+    @property
+    def amqp_urls(self) -> tuple[str, ...]:
+        """The broker addresses in :attr:`amqp_url`, one per node."""
+        return tuple(_URL_START.split(self.amqp_url))
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
         """Read the settings from ``environ`` (``os.environ`` by default).
@@ -86,7 +94,7 @@ class Config:
 
         tick = parse("TICK_SECONDS", _non_negative_float, 0.0)
         return cls(
-            amqp_url=get("AMQP_URL") or default.amqp_url,
+            amqp_url=parse("AMQP_URL", _amqp_urls, default.amqp_url),
             mongo_url=get("MONGO_URL"),
             mongo_database=get("MONGO_DATABASE") or default.mongo_database,
             mongo_collection=get("MONGO_COLLECTION") or default.mongo_collection,
@@ -114,7 +122,29 @@ def convert_named(name: str, raw: str, convert: Callable[[str], T]) -> T:
     try:
         return convert(raw)
     except ValueError as exc:
-        raise ConfigError(f"{name}={raw!r}: {exc}") from None
+        shown = _MASK.sub(r"\1***@", raw)
+        raise ConfigError(f"{name}={shown!r}: {exc}") from None
+
+
+#: A comma separates two broker URLs only where the next one begins (a password may
+#: hold a comma).
+_URL_START = re.compile(r"\s*,\s*(?=amqps?://)")
+_MASK = re.compile(r"(\bamqps?://[^:/@\s]*:)[^@\s]*@")
+
+
+def _amqp_urls(raw: str) -> str:
+    urls = _URL_START.split(raw)
+    for url in urls:
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname
+        except ValueError:
+            raise ValueError("not a URL") from None
+        if parts.scheme not in ("amqp", "amqps"):
+            raise ValueError("each URL must start with amqp:// or amqps://")
+        if not host or "," in host:
+            raise ValueError("each URL must name one host")
+    return ",".join(urls)
 
 
 def _number(raw: str) -> float:

@@ -330,6 +330,10 @@ class FakeLink:
         return self.broker.up and not self.closed
 
     @property
+    def address(self) -> str | None:
+        return "fake://broker/" if self.connected else None
+
+    @property
     def blocked(self) -> bool:
         return self.broker.blocked
 

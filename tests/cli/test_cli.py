@@ -107,6 +107,24 @@ async def test_status_fails_when_the_broker_is_unreachable_and_masks_its_passwor
     assert "ops:***@" in run.out
 
 
+async def test_status_checks_every_node_and_passes_while_one_answers(
+    cli: Any, cli_store: CliStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    nodes = f"{BAD_AMQP},{AMQP_URL}"
+    run = await cli("status", *cli_store.args, "--amqp", nodes, "--json", "--timeout", "2")
+    assert run.status == 0, run.err
+    broker = json.loads(run.out)["broker"]
+    assert broker["reachable"] is True
+    assert [node["reachable"] for node in broker["nodes"]] == [False, True]
+    assert "ops:***@" in broker["nodes"][0]["url"]
+    no_secrets(run.text)
+    monkeypatch.setenv("AMQP_URL", nodes)
+    text = await cli("status", *cli_store.args, "--timeout", "2")
+    assert text.status == 0
+    assert "UNREACHABLE" in text.out and "reachable" in text.out
+    no_secrets(text.text)
+
+
 async def test_replay_drains_a_backlog_left_by_a_closed_producer(
     cli: Any, cli_store: CliStore, queue: str, amqp: aio_pika.abc.AbstractConnection
 ) -> None:

@@ -123,3 +123,23 @@ def test_bad_new_values_name_the_variable(name: str, value: str, message: str) -
     with pytest.raises(ConfigError, match="^" + name) as caught:
         Config.from_env({name: value})
     assert message in str(caught.value)
+
+
+def test_amqp_url_may_list_the_nodes_of_a_cluster() -> None:
+    config = Config.from_env(
+        {"AMQP_URL": "amqp://u:p,w@rabbit1:5672/ , amqp://u:p,w@rabbit2:5672/,amqps://u:p@r3/"}
+    )
+    assert config.amqp_urls == (
+        "amqp://u:p,w@rabbit1:5672/",
+        "amqp://u:p,w@rabbit2:5672/",
+        "amqps://u:p@r3/",
+    )
+    assert Config().amqp_urls == ("amqp://guest:guest@127.0.0.1:5672/",)
+
+
+def test_a_bad_amqp_url_is_named_without_its_password() -> None:
+    with pytest.raises(ConfigError, match=r"^AMQP_URL=") as caught:
+        Config.from_env({"AMQP_URL": "amqp://u:secret@rabbit1/,amqp://:5672/"})
+    assert "secret" not in str(caught.value)
+    with pytest.raises(ConfigError, match="start with amqp://"):
+        Config.from_env({"AMQP_URL": "rabbit1:5672"})

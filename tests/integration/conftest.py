@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +30,9 @@ async def make_producer(tmp_path: Path) -> AsyncIterator[ProducerFactory]:
     """Build producers with quick retries on a store in ``tmp_path``; all closed at the end."""
     made: list[Producer] = []
 
-    def make(url: str = AMQP_URL, *, store: Store | None = None, **kwargs: Any) -> Producer:
+    def make(
+        url: str | Sequence[str] = AMQP_URL, *, store: Store | None = None, **kwargs: Any
+    ) -> Producer:
         options: dict[str, Any] = {**FAST, "fallback_dir": tmp_path, **kwargs}
         producer = Producer(url, store=store or SQLiteStore(tmp_path / "spill.db"), **options)
         made.append(producer)

@@ -29,6 +29,7 @@ class ScriptedLink:
 
     connected = True
     blocked = False
+    address: str | None = "scripted://broker/"
     connections = 1
 
     def __init__(self, rule: Rule) -> None:
