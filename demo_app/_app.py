@@ -150,7 +150,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
         app.extensions["aioproducer"] = producer
         app.extensions["aioproducer.metrics"] = collector
         tasks: list[asyncio.Task[None]] = []
-        topology = (cfg.amqp_url, cfg.exchange, cfg.routing_key)
+        topology = (cfg.amqp_urls, cfg.exchange, cfg.routing_key)
         try:
             await declare_once(*topology, queue_type=cfg.queue_type)
         except Exception as exc:

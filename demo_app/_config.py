@@ -72,7 +72,7 @@ class Config:
     @property
     def amqp_urls(self) -> tuple[str, ...]:
         """The broker addresses in :attr:`amqp_url`, one per node."""
-        return tuple(_URL_START.split(self.amqp_url))
+        return split_urls(self.amqp_url)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Config:
@@ -130,6 +130,11 @@ def convert_named(name: str, raw: str, convert: Callable[[str], T]) -> T:
 #: hold a comma).
 _URL_START = re.compile(r"\s*,\s*(?=amqps?://)")
 _MASK = re.compile(r"(\bamqps?://[^:/@\s]*:)[^@\s]*@")
+
+
+def split_urls(raw: str) -> tuple[str, ...]:
+    """The broker URLs in a comma-separated ``AMQP_URL``, one per node."""
+    return tuple(url.strip() for url in _URL_START.split(raw.strip()))
 
 
 def _amqp_urls(raw: str) -> str:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 import aio_pika
@@ -38,11 +39,21 @@ async def declare(
 
 
 async def declare_once(
-    amqp_url: str, exchange: str, queue: str, *, queue_type: str | None = None
+    amqp_url: str | Sequence[str], exchange: str, queue: str, *, queue_type: str | None = None
 ) -> None:
     """Declare ``queue`` (bound to ``exchange`` by its own name) over a short-lived
-    connection of its own."""
-    connection = await aio_pika.connect(amqp_url, timeout=5.0)
+    connection of its own, to the first of the ``amqp_url`` nodes that answers."""
+    urls = [amqp_url] if isinstance(amqp_url, str) else list(amqp_url)
+    if not urls:
+        raise ValueError("no broker address to declare the queue on")
+    for index, url in enumerate(urls):
+        try:
+            connection = await aio_pika.connect(url, timeout=5.0)
+        except (OSError, TimeoutError, aio_pika.exceptions.AMQPError):
+            if index == len(urls) - 1:
+                raise
+            continue
+        break
     try:
         channel = await connection.channel()
         await declare(
@@ -53,7 +64,7 @@ async def declare_once(
 
 
 async def declare_until_done(
-    amqp_url: str,
+    amqp_url: str | Sequence[str],
     exchange: str,
     queue: str,
     *,

@@ -37,7 +37,7 @@ import aio_pika
 import aio_pika.abc
 import aio_pika.exceptions
 
-from ._config import QUEUE_TYPES
+from ._config import QUEUE_TYPES, split_urls
 from ._topology import declare
 
 log = logging.getLogger("demo_app.consumer")
@@ -263,14 +263,24 @@ class DedupConsumer:
 
 
 async def _connect(amqp_url: str, timeout: float | None) -> aio_pika.abc.AbstractRobustConnection:
-    """``connect_robust``, retried: its first attempt fails at once when the broker is down."""
+    """``connect_robust``, retried: its first attempt fails at once when the broker is down.
+
+    ``amqp_url`` may list several nodes, comma-separated: each attempt tries the next.
+    The robust connection then stays with the node that answered.
+    """
+    urls = split_urls(amqp_url)
     loop = asyncio.get_running_loop()
     end = None if timeout is None else loop.time() + timeout
     delay = 0.5
+    attempt = 0
     while True:
+        url = urls[attempt % len(urls)]
+        attempt += 1
         try:
-            return await aio_pika.connect_robust(amqp_url, timeout=5.0, reconnect_interval=1.0)
+            return await aio_pika.connect_robust(url, timeout=5.0, reconnect_interval=1.0)
         except (OSError, TimeoutError, aio_pika.exceptions.AMQPError) as exc:
+            if attempt % len(urls):
+                continue  # the next node, at once
             if end is not None and loop.time() + delay > end:
                 raise
             log.warning("cannot connect yet (%s); retrying in %.1fs", exc, delay)
