@@ -103,3 +103,23 @@ async def test_the_claim_never_reads_messages_not_due_yet(tmp_path: Path) -> Non
     db.close()
     assert "USING COVERING INDEX messages_claim (due_at<?)" in plan, plan
     assert "TEMP B-TREE" not in plan, plan
+
+
+async def test_every_connection_writes_durably(tmp_path: Path, messages: Messages) -> None:
+    """WAL mode and synchronous=FULL: a write that returned survives a power loss."""
+    path = tmp_path / "s.db"
+    for _ in range(2):  # the first connection, and one after close() reopens the file
+        store = SQLiteStore(path)
+        try:
+            await store.put([messages()])
+            db = await store._conn()
+            async with db.execute("PRAGMA journal_mode") as cursor:
+                journal = await cursor.fetchone()
+            async with db.execute("PRAGMA synchronous") as cursor:
+                synchronous = await cursor.fetchone()
+        finally:
+            await store.close()
+        assert journal == ("wal",)
+        assert synchronous == (2,)  # FULL
+    with sqlite3.connect(path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
