@@ -217,7 +217,10 @@ async def wait_for_ids(
 ) -> list[Received]:
     """Read ``queue`` until every id in ``expected`` arrived; return all that arrived.
 
-    Fails with the ids still missing when ``timeout`` passes first.
+    Once every id was seen, the rest of the queue is read too (a consumer's
+    unacknowledged prefetch goes back to the queue first), so a duplicate enqueued
+    by then is in the result however late it came. Fails with the ids still missing
+    when ``timeout`` passes first.
     """
     got: list[Received] = []
     seen: set[str] = set()
@@ -225,8 +228,9 @@ async def wait_for_ids(
     end = loop.time() + timeout
     channel = await connection.channel()
     try:
+        await channel.set_qos(prefetch_count=100)
         q = await channel.get_queue(queue, ensure=False)
-        async with q.iterator(no_ack=True) as it:
+        async with q.iterator() as it:
             while not expected <= seen:
                 remaining = end - loop.time()
                 if remaining <= 0:
@@ -237,8 +241,10 @@ async def wait_for_ids(
                 except TimeoutError:
                     continue
                 received = _received(message)
+                await message.ack()
                 got.append(received)
                 seen.add(received.message_id)
     finally:
+        # Closing the channel puts its unacknowledged prefetch back in the queue.
         await channel.close()
-    return got
+    return got + await drain(connection, queue)

@@ -75,11 +75,15 @@ async def test_two_producers_share_one_store_and_replay_a_backlog(
     await backlog.put(messages)
     await backlog.close()
 
-    one = make_producer(store=SQLiteStore(spill_path), replay_batch=100, name="one")
-    two = make_producer(store=SQLiteStore(spill_path), replay_batch=100, name="two")
+    # Confirms may be slow on a loaded machine; a missing confirm republishes (a
+    # documented duplicate). With these bounds any duplicate is a lease defect.
+    slow_ok = {"replay_batch": 100, "confirm_timeout": 30.0, "lease": 60.0}
+    one = make_producer(store=SQLiteStore(spill_path), name="one", **slow_ok)
+    two = make_producer(store=SQLiteStore(spill_path), name="two", **slow_ok)
     await asyncio.gather(one.start(), two.start())
-    got = await wait_for_ids(amqp, queue, {m.message_id for m in messages}, timeout=90)
-    await wait_until(store_is_empty(one.store), what="store drained")
+    # Drained first: every publish was confirmed, so any duplicate is in the queue now.
+    await wait_until(store_is_empty(one.store), timeout=90, what="store drained")
+    got = await wait_for_ids(amqp, queue, {m.message_id for m in messages}, timeout=60)
 
     ids = [m.message_id for m in got]
     assert len(ids) == len(set(ids)) == 3000, "a leased message was published once"

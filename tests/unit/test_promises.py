@@ -137,9 +137,15 @@ def test_a_nacked_message_is_held_back_stored_with_its_error_and_delivered_later
     fine = rig.publish()
     nacked = "n" * 32
     rig.broker.poison[nacked] = Mode.NACK
+    # While the store is down, the held-back message waits in memory, counted as held.
+    rig.store.set_fault(StoreFault.DOWN)
     rig.publish(message_id=nacked)
     loop.drive(within=0.5)
+    assert rig.stats.held == 1
+    rig.store.set_fault(StoreFault.UP)
+    loop.drive(within=0.5)
     stats = rig.stats
+    assert stats.held == 0
     assert stats.nacked >= 1 and stats.confirmed == 1
     assert rig.delivered() == [fine]
     stored = rig.store.records[nacked].message
