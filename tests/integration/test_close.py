@@ -18,6 +18,8 @@ from tests.waiting import store_is_empty, wait_until
 pytestmark = pytest.mark.broker
 
 
+# Bounds: waits 60 and the closes, the broker's stop and start 180.
+@pytest.mark.timeout(300)
 @pytest.mark.fault
 async def test_close_during_an_outage_stores_everything_for_the_next_producer(
     make_producer: ProducerFactory, queue: str, spill_path: Path
@@ -54,6 +56,8 @@ async def test_close_drains_to_the_broker_first(
     await wait_for_ids(amqp, queue, ids)
 
 
+# Bounds: waits 90+60.
+@pytest.mark.timeout(180)
 async def test_two_producers_share_one_store_and_replay_a_backlog(
     make_producer: ProducerFactory,
     amqp: aio_pika.abc.AbstractRobustConnection,
@@ -98,6 +102,8 @@ class RefusingStore(SQLiteStore):
         raise StoreError("the store is unreachable")
 
 
+# Bounds: waits 60, the import command, the broker's stop and start 180.
+@pytest.mark.timeout(330)
 @pytest.mark.fault
 async def test_close_with_store_and_broker_down_writes_a_file_to_import(
     make_producer: ProducerFactory, queue: str, tmp_path: Path

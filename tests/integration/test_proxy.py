@@ -17,6 +17,8 @@ from tests.waiting import run_without_suspending, store_is_empty, wait_until
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
 
+# Bounds: waits 30+30+30+60+30.
+@pytest.mark.timeout(240)
 async def test_connection_cut_mid_stream_loses_nothing(
     make_producer: ProducerFactory,
     proxy: TcpProxy,
@@ -44,6 +46,8 @@ def connections(producer: Producer, count: int) -> Callable[[], bool]:
     return lambda: producer.stats().connections >= count
 
 
+# Bounds: waits 30+30+30+60+60+30.
+@pytest.mark.timeout(300)
 async def test_half_open_connection_is_noticed_and_nothing_is_lost(
     make_producer: ProducerFactory,
     proxy: TcpProxy,
@@ -71,6 +75,8 @@ async def test_half_open_connection_is_noticed_and_nothing_is_lost(
     await wait_until(store_is_empty(producer.store), what="store drained")
 
 
+# Bounds: waits 30+30+30+60.
+@pytest.mark.timeout(180)
 async def test_slow_confirms_are_waited_for_not_answered_with_republishing(
     make_producer: ProducerFactory,
     proxy: TcpProxy,

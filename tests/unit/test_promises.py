@@ -10,7 +10,7 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -388,6 +388,67 @@ def test_the_delivery_mode_follows_persistent_on_the_wire() -> None:
     )
     assert message_properties(message, persistent=True).delivery_mode == 2
     assert message_properties(message, persistent=False).delivery_mode == 1
+
+
+class CallRecordingStore(FakeStore):
+    """Notes (virtual time, limit) of every claim and the time of every put."""
+
+    claims: list[tuple[float, int]]
+    puts: list[float]
+
+    async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
+        self.claims.append((asyncio.get_running_loop().time(), limit))
+        return await super().claim(owner, limit=limit, lease=lease)
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        self.puts.append(asyncio.get_running_loop().time())
+        await super().put(messages)
+
+
+def recording_store(loop: VirtualClockLoop) -> CallRecordingStore:
+    store = CallRecordingStore(loop.wall)
+    store.claims, store.puts = [], []
+    return store
+
+
+def test_replay_claims_replay_batch_at_a_time_and_looks_every_replay_interval(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = recording_store(loop)
+    rig = Rig(loop, tmp_path, store=store, replay_batch=7, replay_interval=2.5)
+    loop.drive(within=10.0)
+    # An empty store: one look every replay_interval.
+    looks = [t for t, _ in store.claims]
+    assert len(looks) >= 3
+    for earlier, later in itertools.pairwise(looks):
+        assert 2.5 - 1e-6 <= later - earlier <= 2.6, looks
+    assert {limit for _, limit in store.claims} == {7}
+    rig.close()
+
+
+def test_a_failing_store_is_retried_on_the_store_backoff_schedule(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = recording_store(loop)
+    rig = Rig(
+        loop,
+        tmp_path,
+        store=store,
+        spill_after=1.0,
+        store_backoff=Backoff(0.5, cap=4.0, jitter=0),
+    )
+    rig.broker.up = False
+    store.set_fault(StoreFault.DOWN)
+    rig.publish()
+    loop.drive(within=20.0)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(store.puts)]
+    assert len(gaps) >= 5
+    # 0.5 s doubling to the 4 s cap, between the attempts to write the message.
+    for gap, delay in zip(gaps, [0.5, 1.0, 2.0, 4.0, 4.0], strict=False):
+        assert delay - 1e-6 <= gap <= delay + 0.1, gaps
+    store.set_fault(StoreFault.UP)
+    rig.broker.set_up()
+    rig.close()
 
 
 # -- the real connection, against local sockets: no broker needed -----------------------
