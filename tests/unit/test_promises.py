@@ -133,7 +133,12 @@ def test_messages_reach_the_broker_in_publish_order_while_it_is_healthy(
 def test_a_nacked_message_is_held_back_stored_with_its_error_and_delivered_later(
     loop: VirtualClockLoop, tmp_path: Path
 ) -> None:
-    rig = Rig(loop, tmp_path, retry_backoff=Backoff(1.0, cap=1.0, jitter=0))
+    rig = Rig(
+        loop,
+        tmp_path,
+        retry_backoff=Backoff(1.0, cap=1.0, jitter=0),
+        store_backoff=Backoff(0.1, cap=0.1, jitter=0),
+    )
     fine = rig.publish()
     nacked = "n" * 32
     rig.broker.poison[nacked] = Mode.NACK
