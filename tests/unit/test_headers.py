@@ -10,18 +10,20 @@ from __future__ import annotations
 import math
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pamqp import decode
 
-from aioproducer import InvalidMessage
+from aioproducer import InvalidMessage, Message, SQLiteStore
 from aioproducer._message import (
     MAX_HEADERS_DEPTH,
     MAX_HEADERS_SIZE,
     check_name,
     decode_headers,
     encode_headers,
+    encode_headers_wire,
     prepare_headers,
 )
 
@@ -189,3 +191,90 @@ def test_short_strings_within_255_utf8_bytes_pass(value: str) -> None:
 def test_short_strings_the_wire_cannot_carry_are_refused(value: object, match: str) -> None:
     with pytest.raises(InvalidMessage, match=match):
         check_name(value, "routing_key")
+
+
+def _field(value: object) -> bytes:
+    """The encoded field of ``value`` alone: its type octet and its bytes."""
+    _, wire = prepare_headers({"x": value})
+    return wire[6:]  # table length (4), name length (1), name "x" (1)
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [
+        (-128, b"b"),
+        (127, b"b"),
+        (-129, b"s"),
+        (128, b"s"),
+        (-32768, b"s"),
+        (32767, b"s"),
+        (-32769, b"I"),
+        (32768, b"I"),
+        (-(2**31), b"I"),
+        (2**31 - 1, b"I"),
+        (2**31, b"l"),
+        (-(2**31) - 1, b"l"),
+    ],
+)
+def test_an_int_travels_in_the_smallest_signed_integer_that_holds_it(
+    number: int, kind: bytes
+) -> None:
+    assert _field(number)[:1] == kind
+    assert wire_view({"x": number})["x"] == number
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "mantissa"),
+    [
+        (Decimal(5), 0, 5),
+        (Decimal("-3.14"), 2, -314),
+        (Decimal("1E+3"), 0, 1000),
+        (Decimal(-(2**31)), 0, -(2**31)),
+        (Decimal(2**31 - 1), 0, 2**31 - 1),
+        (Decimal("1E-255"), 255, 1),
+    ],
+)
+def test_a_decimal_travels_with_its_own_scale(value: Decimal, scale: int, mantissa: int) -> None:
+    field = _field(value)
+    assert field[:1] == b"D"
+    assert field[1] == scale
+    assert int.from_bytes(field[2:6], "big", signed=True) == mantissa
+    assert wire_view({"x": value})["x"] == value
+
+
+@pytest.mark.parametrize(
+    "value", [Decimal("1E-256"), Decimal(2**31), Decimal(-(2**31) - 1), Decimal("Infinity")]
+)
+def test_a_decimal_outside_amqps_range_is_refused(value: Decimal) -> None:
+    with pytest.raises(InvalidMessage, match="Decimal"):
+        prepare_headers({"x": value})
+
+
+async def test_headers_read_back_from_sqlite_are_encoded_as_they_were_published(
+    tmp_path: Path,
+) -> None:
+    """A replayed message carries no wire encoding: it is made again from the stored text."""
+    headers, wire = prepare_headers(
+        {"n": -129, "d": Decimal("2.50"), "when": datetime(2026, 1, 1, tzinfo=UTC), "b": b"\x00"}
+    )
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        await store.put(
+            [
+                Message(
+                    message_id="m",
+                    body=b"x",
+                    exchange="",
+                    routing_key="q",
+                    content_type="application/octet-stream",
+                    timestamp=1_700_000_000.0,
+                    headers=headers,
+                    headers_wire=wire,
+                )
+            ]
+        )
+        [back] = await store.claim("me", limit=1, lease=30.0)
+    finally:
+        await store.close()
+    assert back.headers_wire is None
+    assert encode_headers_wire(back.headers or {}) == wire
