@@ -7,7 +7,9 @@ text. The encoding is read back with pamqp, the decoder aio-pika consumers use.
 
 from __future__ import annotations
 
+import calendar
 import math
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
 from pathlib import Path
@@ -278,3 +280,42 @@ async def test_headers_read_back_from_sqlite_are_encoded_as_they_were_published(
         await store.close()
     assert back.headers_wire is None
     assert encode_headers_wire(back.headers or {}) == wire
+
+
+def _nested(kind: str, levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = {"k": value} if kind == "table" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["table", "array"])
+def test_tables_and_arrays_nest_exactly_32_deep(kind: str) -> None:
+    """docs/guarantees.md: tables and arrays nest at most 32 deep (the headers not counted)."""
+    prepare_headers({"a": _nested(kind, MAX_HEADERS_DEPTH)})
+    with pytest.raises(InvalidMessage, match="deeper than 32"):
+        prepare_headers({"a": _nested(kind, MAX_HEADERS_DEPTH + 1)})
+
+
+def test_keys_of_up_to_128_utf8_bytes_pass_and_wrong_types_are_named() -> None:
+    prepare_headers({"k" * 128: 1})
+    with pytest.raises(InvalidMessage, match="over 128 bytes"):
+        prepare_headers({"k" * 129: 1})
+    with pytest.raises(InvalidMessage, match="keys must be str, not int"):
+        prepare_headers({1: 1})  # type: ignore[dict-item]
+    with pytest.raises(InvalidMessage, match="mapping, not list"):
+        prepare_headers([("k", 1)])  # type: ignore[arg-type]
+
+
+def test_a_naive_datetime_is_utc_whatever_the_local_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        field = _field(datetime(2026, 1, 1, 12, 0, 0))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert field[:1] == b"T"
+    assert int.from_bytes(field[1:9], "big") == calendar.timegm((2026, 1, 1, 12, 0, 0))
