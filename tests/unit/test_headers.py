@@ -319,3 +319,21 @@ def test_a_naive_datetime_is_utc_whatever_the_local_time_zone(
         time.tzset()
     assert field[:1] == b"T"
     assert int.from_bytes(field[1:9], "big") == calendar.timegm((2026, 1, 1, 12, 0, 0))
+
+
+def test_headers_of_exactly_the_size_limit_pass() -> None:
+    # Table length (4), name length (1), "b", type "S", string length (4), the string.
+    prepare_headers({"b": "x" * (MAX_HEADERS_SIZE - 11)})
+    with pytest.raises(InvalidMessage, match="bytes on the wire"):
+        prepare_headers({"b": "x" * (MAX_HEADERS_SIZE - 10)})
+
+
+def test_a_name_of_255_utf8_bytes_passes_and_bad_names_say_why() -> None:
+    name = "é" * 127 + "a"  # 255 bytes in UTF-8
+    assert check_name(name, "routing_key") == name
+    with pytest.raises(InvalidMessage, match="routing_key is over 255 bytes"):
+        check_name(name + "a", "routing_key")
+    with pytest.raises(InvalidMessage, match=r"^routing_key must be a str, not int$"):
+        check_name(5, "routing_key")
+    with pytest.raises(InvalidMessage, match=r"^message_id must not be empty$"):
+        check_name("", "message_id", empty=False)
