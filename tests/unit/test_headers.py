@@ -257,7 +257,13 @@ async def test_headers_read_back_from_sqlite_are_encoded_as_they_were_published(
 ) -> None:
     """A replayed message carries no wire encoding: it is made again from the stored text."""
     headers, wire = prepare_headers(
-        {"n": -129, "d": Decimal("2.50"), "when": datetime(2026, 1, 1, tzinfo=UTC), "b": b"\x00"}
+        {
+            "n": -129,
+            "d": Decimal("2.50"),
+            "when": datetime(2026, 1, 1, tzinfo=UTC),
+            "b": b"\x00",
+            "deepest": _nested("table", MAX_HEADERS_DEPTH),
+        }
     )
     store = SQLiteStore(tmp_path / "s.db")
     try:
