@@ -522,6 +522,7 @@ def test_the_log_lines_docs_logging_md_describes(
     loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="aioproducer")
+    caplog.set_level(logging.DEBUG, logger="aioproducer.producer")
     rig = Rig(
         loop,
         tmp_path,
@@ -574,6 +575,12 @@ def test_the_log_lines_docs_logging_md_describes(
         ("aioproducer.producer", "WARNING", r"store FakeStore\(\) failing: the fake store is down"),
         ("aioproducer.producer", "INFO", r"store FakeStore\(\) is back"),
         ("aioproducer.producer", "WARNING", r"message d{32} failed 1 times .*keeping it as dead"),
+        (
+            "aioproducer.producer",
+            "DEBUG",
+            r"^producer web-1: holding back message d{32} \(attempt 1, nacked: nacked by the "
+            r"broker\); retry in \d+\.\ds$",
+        ),
         ("aioproducer.producer", "WARNING", r"no confirm for message [0-9a-f]{32} in time"),
         ("aioproducer.producer", "INFO", r"closing: \d+ messages left in memory"),
         ("aioproducer.spill", "INFO", r"stored \d+ messages on close"),
