@@ -30,6 +30,7 @@ from __future__ import annotations
 import base64
 import enum
 import json
+import math
 import struct
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -357,6 +358,9 @@ def _value(value: Any, where: str, depth: int) -> tuple[Any, bytes]:
         raise InvalidMessage(f"{where} is an int outside the signed 64-bit range")
     if isinstance(value, float):
         double = float(value)
+        if not math.isfinite(double):
+            # RabbitMQ before rabbitmq-server#14209 closes the whole connection on one.
+            raise InvalidMessage(f"{where} is a float that is not finite (NaN or infinity)")
         return double, b"d" + _F64.pack(double)
     if isinstance(value, str):
         data = _utf8(value, where)

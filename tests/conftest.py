@@ -2,20 +2,70 @@
 
 from __future__ import annotations
 
+import logging
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
 import pytest
 
-from tests.broker import AMQP_URL
+from tests.broker import AMQP_URL, REPAIRS, broker_health
 from tests.stores.backends import mongo_backend_line
+
+log = logging.getLogger("tests.broker")
+
+#: The broker as the first fault test found it: whether its app ran, and its watermark.
+_BASELINE = pytest.StashKey[tuple[bool, list[str] | None]]()
 
 
 def pytest_report_header() -> str:
     """Say up front which MongoDB the Mongo tests use: a real server or the stand-in."""
     return mongo_backend_line()
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Before the first fault test, note the broker's health, to compare at the end."""
+    if item.get_closest_marker("fault") and _BASELINE not in item.session.stash:
+        item.session.stash[_BASELINE] = broker_health()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Fail the run if a fault test left the broker stopped or its watermark changed.
+
+    The broker is repaired too, so later runs and other users of it find it as it was.
+    """
+    baseline = session.stash.get(_BASELINE, None)
+    if baseline is None:
+        return
+    was_up, watermark = baseline
+    up, now = broker_health()
+    problems = []
+    if was_up and not up:
+        problems.append("the broker's app is not running")
+        REPAIRS.owe(("start_app",), ("await_startup",))
+    if watermark is not None and now != watermark:
+        problems.append(f"the memory watermark is {now}, it was {watermark}")
+        REPAIRS.owe(("set_vm_memory_high_watermark", *watermark))
+    if problems:
+        REPAIRS.run_owed()
+        reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+        if reporter is not None:
+            reporter.write_line(f"BROKER LEFT UNHEALTHY (repaired now): {'; '.join(problems)}")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture(autouse=True)
+def broker_repaired() -> Iterator[None]:
+    """Run the broker repairs a fault block still owes when its test ends.
+
+    A plain (not async) fixture: it runs even when a test timeout stopped the test's
+    event loop in the middle of a block that stopped the broker or raised its alarm.
+    """
+    yield
+    ran = REPAIRS.run_owed()
+    if ran:
+        log.warning("a fault block did not restore the broker; ran %s", ran)
 
 
 @pytest.fixture

@@ -6,6 +6,38 @@ import asyncio
 import contextlib
 from dataclasses import dataclass, field
 
+#: Basic.Publish: AMQP class 60, method 40.
+_BASIC_PUBLISH = b"\x00\x3c\x00\x28"
+
+
+class PublishCounter:
+    """Counts the Basic.Publish frames in a client's byte stream to the broker.
+
+    AMQP 0-9-1 framing: an 8-byte protocol header, then frames of type (1 byte),
+    channel (2), size (4), payload (size bytes) and an end octet.
+    """
+
+    def __init__(self) -> None:
+        self.publishes = 0
+        self._data = bytearray()
+        self._header_seen = False
+
+    def feed(self, data: bytes) -> None:
+        buffer = self._data
+        buffer += data
+        if not self._header_seen:
+            if len(buffer) < 8:
+                return
+            del buffer[:8]
+            self._header_seen = True
+        while len(buffer) >= 7:
+            size = int.from_bytes(buffer[3:7], "big")
+            if len(buffer) < 7 + size + 1:
+                return
+            if buffer[0] == 1 and buffer[7:11] == _BASIC_PUBLISH:
+                self.publishes += 1
+            del buffer[: 7 + size + 1]
+
 
 @dataclass(eq=False)
 class _Link:
@@ -14,6 +46,7 @@ class _Link:
     dead: bool = False
     lag: float = 0.0
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    sent: PublishCounter = field(default_factory=PublishCounter)
 
     def abort(self) -> None:
         for writer in (self.client, self.upstream):
@@ -28,13 +61,23 @@ class TcpProxy:
     ``blackhole()`` makes every open connection silently drop all traffic in both
     directions, closes included, like a network path that died: neither side is told,
     and only heartbeats can notice. New connections are not affected.
+    ``publishes`` counts the Basic.Publish frames clients sent through it.
     """
 
     def __init__(self, host: str = "127.0.0.1", port: int = 5672) -> None:
         self._target = (host, port)
         self._server: asyncio.Server | None = None
         self._links: set[_Link] = set()
+        self._closed_publishes = 0
         self.accepted = 0
+        #: When set, a connection goes silent (as ``blackhole()``) at its first publish,
+        #: which never reaches the broker.
+        self.freeze_on_publish = False
+
+    @property
+    def publishes(self) -> int:
+        """Basic.Publish frames clients have sent through the proxy so far."""
+        return self._closed_publishes + sum(link.sent.publishes for link in self._links)
 
     @property
     def port(self) -> int:
@@ -54,7 +97,7 @@ class TcpProxy:
         link = _Link(client=writer, upstream=up_writer)
         self._links.add(link)
         link.tasks = [
-            asyncio.create_task(self._pump(link, reader, up_writer)),
+            asyncio.create_task(self._pump(link, reader, up_writer, counter=link.sent)),
             asyncio.create_task(self._pump(link, up_reader, writer, lagging=True)),
         ]
 
@@ -65,6 +108,7 @@ class TcpProxy:
         writer: asyncio.StreamWriter,
         *,
         lagging: bool = False,
+        counter: PublishCounter | None = None,
     ) -> None:
         delayed: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         deliverer = None
@@ -74,6 +118,10 @@ class TcpProxy:
         loop = asyncio.get_running_loop()
         try:
             while data := await reader.read(65536):
+                if counter is not None:
+                    counter.feed(data)
+                    if counter.publishes and self.freeze_on_publish:
+                        link.dead = True
                 if deliverer is not None:
                     # Simulated latency: each chunk goes out ``lag`` after it came in.
                     delayed.put_nowait((loop.time() + link.lag, data))
@@ -87,7 +135,12 @@ class TcpProxy:
             await deliverer
         if not link.dead:
             link.abort()
+            self._forget(link)
+
+    def _forget(self, link: _Link) -> None:
+        if link in self._links:
             self._links.discard(link)
+            self._closed_publishes += link.sent.publishes
 
     async def _deliver(
         self, link: _Link, delayed: asyncio.Queue[tuple[float, bytes]], writer: asyncio.StreamWriter
@@ -110,7 +163,7 @@ class TcpProxy:
         for link in links:
             link.dead = False
             link.abort()
-        self._links.clear()
+            self._forget(link)
         return len(links)
 
     def lag(self, seconds: float) -> int:

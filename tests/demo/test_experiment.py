@@ -7,11 +7,13 @@ from pathlib import Path
 import pytest
 
 from demo_app.experiment import ExperimentOptions, run
-from tests.broker import AMQP_URL
+from tests.broker import AMQP_URL, REPAIRS
 
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
 
+# Bounds: 2.5 s of load, recovery 60, drain 60, the broker's stop and start 180.
+@pytest.mark.timeout(330)
 async def test_one_outage_loses_nothing(tmp_path: Path) -> None:
     options = ExperimentOptions(
         amqp_url=AMQP_URL,
@@ -25,7 +27,11 @@ async def test_one_outage_loses_nothing(tmp_path: Path) -> None:
         drain_timeout=60,
         progress=False,
     )
+    # The experiment stops and starts the broker itself: if a timeout cuts it short,
+    # the broker_repaired fixture starts it again.
+    token = REPAIRS.owe(("start_app",), ("await_startup",))
     result, paths = await run(options)
+    REPAIRS.settle(token)
 
     assert result.lost == 0
     assert result.drained

@@ -12,6 +12,8 @@ from tests.waiting import store_is_empty, wait_until
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
 
+# Bounds: waits 60+60 and the app's, the broker's stop and start 180.
+@pytest.mark.timeout(360)
 async def test_app_keeps_accepting_while_the_broker_is_stopped(config: Config, queue: str) -> None:
     app = create_app(config)
     ids: set[str] = set()

@@ -18,6 +18,8 @@ from tests.waiting import store_is_empty, wait_until
 pytestmark = pytest.mark.broker
 
 
+# Bounds: waits 60 and the closes, the broker's stop and start 180.
+@pytest.mark.timeout(300)
 @pytest.mark.fault
 async def test_close_during_an_outage_stores_everything_for_the_next_producer(
     make_producer: ProducerFactory, queue: str, spill_path: Path
@@ -54,6 +56,8 @@ async def test_close_drains_to_the_broker_first(
     await wait_for_ids(amqp, queue, ids)
 
 
+# Bounds: waits 90+60.
+@pytest.mark.timeout(180)
 async def test_two_producers_share_one_store_and_replay_a_backlog(
     make_producer: ProducerFactory,
     amqp: aio_pika.abc.AbstractRobustConnection,
@@ -75,11 +79,15 @@ async def test_two_producers_share_one_store_and_replay_a_backlog(
     await backlog.put(messages)
     await backlog.close()
 
-    one = make_producer(store=SQLiteStore(spill_path), replay_batch=100, name="one")
-    two = make_producer(store=SQLiteStore(spill_path), replay_batch=100, name="two")
+    # Confirms may be slow on a loaded machine; a missing confirm republishes (a
+    # documented duplicate). With these bounds any duplicate is a lease defect.
+    slow_ok = {"replay_batch": 100, "confirm_timeout": 30.0, "lease": 60.0}
+    one = make_producer(store=SQLiteStore(spill_path), name="one", **slow_ok)
+    two = make_producer(store=SQLiteStore(spill_path), name="two", **slow_ok)
     await asyncio.gather(one.start(), two.start())
-    got = await wait_for_ids(amqp, queue, {m.message_id for m in messages}, timeout=90)
-    await wait_until(store_is_empty(one.store), what="store drained")
+    # Drained first: every publish was confirmed, so any duplicate is in the queue now.
+    await wait_until(store_is_empty(one.store), timeout=90, what="store drained")
+    got = await wait_for_ids(amqp, queue, {m.message_id for m in messages}, timeout=60)
 
     ids = [m.message_id for m in got]
     assert len(ids) == len(set(ids)) == 3000, "a leased message was published once"
@@ -94,6 +102,8 @@ class RefusingStore(SQLiteStore):
         raise StoreError("the store is unreachable")
 
 
+# Bounds: waits 60, the import command, the broker's stop and start 180.
+@pytest.mark.timeout(330)
 @pytest.mark.fault
 async def test_close_with_store_and_broker_down_writes_a_file_to_import(
     make_producer: ProducerFactory, queue: str, tmp_path: Path

@@ -17,7 +17,9 @@ pytestmark = pytest.mark.broker
 async def test_thousands_of_messages_arrive_with_their_properties(
     make_producer: ProducerFactory, amqp: aio_pika.abc.AbstractRobustConnection, queue: str
 ) -> None:
-    producer = make_producer(spill_after=30.0)
+    # A confirm later than confirm_timeout means a second publish (a documented
+    # duplicate): give a loaded machine plenty, so any duplicate here is a defect.
+    producer = make_producer(spill_after=30.0, confirm_timeout=30.0, lease=60.0)
     await producer.start()
     headers = {"tenant": "acme", "attempt": 1, "tags": ["a", "b"]}
     sent = {
@@ -82,3 +84,13 @@ async def test_a_named_default_exchange_routes_by_binding(
     got = await wait_for_ids(amqp, queue, ids)
     assert {m.exchange for m in got} == {exchange.name}
     await channel.close()
+
+
+async def test_persistent_false_publishes_transient_messages(
+    make_producer: ProducerFactory, amqp: aio_pika.abc.AbstractRobustConnection, queue: str
+) -> None:
+    producer = make_producer(persistent=False)
+    await producer.start()
+    ids = {await producer.publish({"n": n}, routing_key=queue) for n in range(5)}
+    got = await wait_for_ids(amqp, queue, ids)
+    assert {m.delivery_mode for m in got} == {1}

@@ -80,6 +80,8 @@ def no_broker_url() -> Iterator[str]:
         yield f"amqp://guest:guest@127.0.0.1:{sock.getsockname()[1]}/"
 
 
+# Bounds: waits 60+90+60 and the server's start.
+@pytest.mark.timeout(270)
 async def test_spills_to_mongo_and_another_producer_replays_everything(
     mongo: StoreFactory,
     make_producer: ProducerFactory,
@@ -105,6 +107,8 @@ async def test_spills_to_mongo_and_another_producer_replays_everything(
     assert cut_off.stats().exported == 0
 
 
+# Bounds: waits 90+60 and the server's start.
+@pytest.mark.timeout(270)
 async def test_two_producers_share_one_collection_and_replay_its_backlog(
     mongo: StoreFactory, make_producer: ProducerFactory, no_broker_url: str, queue: str
 ) -> None:

@@ -14,6 +14,8 @@ from tests.waiting import run_without_suspending, store_is_empty, wait_until
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
 
+# Bounds: waits 30+30+60+60+90+60, the broker's stop and start 180.
+@pytest.mark.timeout(540)
 async def test_broker_stopped_while_publishing_loses_nothing(
     make_producer: ProducerFactory, queue: str
 ) -> None:
@@ -53,6 +55,8 @@ async def test_broker_stopped_while_publishing_loses_nothing(
     )
 
 
+# Bounds: waits 30+60+30, the broker's stop and start 180.
+@pytest.mark.timeout(330)
 async def test_start_with_the_broker_down_then_deliver_when_it_comes_up(
     make_producer: ProducerFactory, queue: str
 ) -> None:

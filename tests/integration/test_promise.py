@@ -43,6 +43,13 @@ HEADERS: dict[str, Any] = {
     "decimal": Decimal("3.14"),
     "when": datetime(2026, 11, 29, 12, 0, 0, 123456, UTC),
     "nested": {"list": [True, {"deep": "ünïcødé"}]},
+    "text": "plain",
+    "flag": False,
+    "none": None,
+    "byte": -7,
+    "bytearray": bytearray(b"\x01"),
+    "memoryview": memoryview(b"\x02"),
+    "naive": datetime(2026, 1, 2, 3, 4, 5),
 }
 READ_BACK: dict[str, Any] = {
     "bytes": bytearray(b"\x00\xff"),
@@ -54,6 +61,13 @@ READ_BACK: dict[str, Any] = {
     "decimal": Decimal("3.14"),
     "when": datetime(2026, 11, 29, 12, 0, 0, tzinfo=UTC),
     "nested": {"list": [True, {"deep": "ünïcødé"}]},
+    "text": "plain",
+    "flag": False,
+    "none": None,
+    "byte": -7,
+    "bytearray": bytearray(b"\x01"),
+    "memoryview": bytearray(b"\x02"),
+    "naive": datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
 }
 
 

@@ -17,6 +17,8 @@ from tests.waiting import run_without_suspending, store_is_empty, wait_until
 pytestmark = [pytest.mark.broker, pytest.mark.fault]
 
 
+# Bounds: waits 30+30+30+60+30.
+@pytest.mark.timeout(240)
 async def test_connection_cut_mid_stream_loses_nothing(
     make_producer: ProducerFactory,
     proxy: TcpProxy,
@@ -47,6 +49,8 @@ def connections(producer: Producer, count: int) -> Callable[[], bool]:
     return lambda: producer.stats().connections >= count
 
 
+# Bounds: waits 30+30+30+60+60+30.
+@pytest.mark.timeout(300)
 async def test_half_open_connection_is_noticed_and_nothing_is_lost(
     make_producer: ProducerFactory,
     proxy: TcpProxy,
@@ -74,6 +78,8 @@ async def test_half_open_connection_is_noticed_and_nothing_is_lost(
     await wait_until(store_is_empty(producer.store), what="store drained")
 
 
+# Bounds: waits 30+30+30+60.
+@pytest.mark.timeout(180)
 async def test_slow_confirms_are_waited_for_not_answered_with_republishing(
     make_producer: ProducerFactory,
     proxy: TcpProxy,
@@ -95,3 +101,30 @@ async def test_slow_confirms_are_waited_for_not_answered_with_republishing(
     got = await wait_for_ids(amqp, queue, ids)
     assert sorted(m.message_id for m in got) == sorted(ids)
     assert await drain(amqp, queue) == [], "no second copy of any message"
+
+
+# Bounds: connection 30, flush 30, retried 30, spilled 30, delivery 60, drained 30.
+@pytest.mark.timeout(300)
+async def test_without_heartbeats_each_publish_gives_up_after_confirm_timeout(
+    make_producer: ProducerFactory,
+    proxy: TcpProxy,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+) -> None:
+    """Half-open, and no heartbeat to notice: confirm_timeout alone bounds each publish."""
+    producer = make_producer(proxied_url(proxy), spill_after=0.5, confirm_timeout=2.0)
+    await producer.start()
+    await wait_until(lambda: producer.stats().connected, what="connection")
+    ids = {await producer.publish({"n": n}, routing_key=queue) for n in range(10)}
+    assert await producer.flush(timeout=30)
+
+    assert proxy.blackhole() == 1
+    stuck = {await producer.publish({"stuck": n}, routing_key=queue) for n in range(10)}
+    await wait_until(lambda: producer.stats().retried >= 10, what="publishes given up")
+    stats = producer.stats()
+    assert stats.connections == 1, "nothing but confirm_timeout noticed the dead path"
+    await wait_until(lambda: producer.stats().spilled >= 10, what="stuck messages stored")
+    # The path is cut for real; a new connection delivers everything.
+    proxy.cut()
+    await wait_for_ids(amqp, queue, ids | stuck, timeout=60)
+    await wait_until(store_is_empty(producer.store), what="store drained")

@@ -196,6 +196,8 @@ async def test_32_threads_through_flask_and_waitress_deliver_every_id_once(
     )
 
 
+# Bounds: waits 60+60+90+60 and the threads' own, the broker's stop and start 180.
+@pytest.mark.timeout(480)
 @pytest.mark.fault
 async def test_broker_stopped_under_32_request_threads_loses_nothing(
     threaded: ThreadedFactory, queue: str, tmp_path: Path

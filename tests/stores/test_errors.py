@@ -257,8 +257,13 @@ async def test_mongo_errors_are_mapped_by_class(
 
 
 async def test_put_ignores_duplicate_keys() -> None:
-    store = MongoStore(_Failing(insert_error=_bulk_error(11000, 11000)), clock=FakeClock())
-    await store.put(Messages(FakeClock()).many(2))
+    """A copy already stored is no error, and does not stop the rest of the batch."""
+    collection = _Failing(insert_error=_bulk_error(11000, 11000))
+    store = MongoStore(collection, clock=FakeClock())
+    batch = Messages(FakeClock()).many(3)
+    await store.put(batch)  # raises if the duplicates were taken for a failure
+    # One unordered insert of the whole batch: the server goes on past a duplicate.
+    assert collection.inserts == [([m.message_id for m in batch], False)]
 
 
 @pytest.mark.parametrize(
@@ -322,6 +327,8 @@ class _Failing:
     ) -> None:
         self.error = error
         self.insert_error = insert_error or error
+        #: (ids, ordered) of every insert_many call.
+        self.inserts: list[tuple[list[str], bool]] = []
 
     @property
     def full_name(self) -> str:
@@ -340,6 +347,7 @@ class _Failing:
     async def insert_many(
         self, documents: Iterable[dict[str, Any]], /, *, ordered: bool = True
     ) -> object:
+        self.inserts.append(([d["_id"] for d in documents], ordered))
         if self.insert_error is not None:
             raise self.insert_error
         return None

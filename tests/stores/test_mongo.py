@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from pymongo import ReadPreference, WriteConcern
+from pymongo import WriteConcern, monitoring
 
 from aioproducer._exceptions import StoreUnavailable
 from aioproducer._message import Properties
@@ -105,18 +105,55 @@ def test_the_largest_body_leaves_room_for_the_envelope() -> None:
     assert SQLiteStore.max_body_size + 6 * 64 * 1024 + 64 * 1024 <= 1_000_000_000
 
 
-async def test_write_concern_and_read_preference(mongo_backend: Backend) -> None:
-    default = cast(MongoCollection, _Recording(mongo_backend.collection))
-    custom = cast(MongoCollection, _Recording(mongo_backend.collection))
-    stores = [MongoStore(default), MongoStore(custom, write_concern=WriteConcern(w=1))]
-    for store in stores:
-        await store.count()
-        await store.close()
-    assert cast(_Recording, default).options == {
-        "read_preference": ReadPreference.PRIMARY,
-        "write_concern": WriteConcern(w="majority", j=True),
-    }
-    assert cast(_Recording, custom).options["write_concern"] == WriteConcern(w=1)
+class _Commands(monitoring.CommandListener):
+    """A PyMongo command listener: the commands the client sent, by name."""
+
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, dict[str, Any]]] = []
+
+    def started(self, event: Any) -> None:
+        self.sent.append((event.command_name, dict(event.command)))
+
+    def succeeded(self, event: Any) -> None:
+        pass
+
+    def failed(self, event: Any) -> None:
+        pass
+
+
+def _write_concerns(commands: _Commands) -> list[Any]:
+    writes = ("insert", "update", "delete", "findAndModify")
+    return [command.get("writeConcern") for name, command in commands.sent if name in writes]
+
+
+async def test_every_write_goes_out_with_majority_journaled_by_default(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """What the client sends, not what the store asked for: the write concern on the wire."""
+    for given, expected in ((None, {"w": "majority", "j": True}), (WriteConcern(w=1), {"w": 1})):
+        listener = _Commands()
+        store = MongoStore.from_url(
+            mongo_backend.url,
+            mongo_backend.collection.database.name,
+            "spill",
+            clock=clock,
+            write_concern=given,
+            event_listeners=[listener],
+        )
+        try:
+            batch = Messages(clock).many(2)
+            await store.put(batch)
+            claimed = await store.claim("me", limit=1, lease=30.0)
+            await store.ack([m.message_id for m in claimed])
+            await store.release("me", [])
+        finally:
+            await store.close()
+        concerns = _write_concerns(listener)
+        assert len(concerns) >= 3, listener.sent
+        assert all(concern == expected for concern in concerns), concerns
+        reads = [c for name, c in listener.sent if name in ("find", "aggregate", "count")]
+        modes = [c.get("$readPreference", {"mode": "primary"})["mode"] for c in reads]
+        assert set(modes) <= {"primary"}, modes
 
 
 async def test_claim_index_is_created_on_first_use(mongo_backend: Backend) -> None:
@@ -421,22 +458,6 @@ async def test_a_motor_collection_works(mongo_backend: Backend, clock: FakeClock
         await store.close()
     finally:
         client.close()
-
-
-class _Recording:
-    """A driver collection that records the options the store asks for."""
-
-    def __init__(self, inner: Any) -> None:
-        self._inner = inner
-        self.options: dict[str, Any] = {}
-
-    @property
-    def full_name(self) -> str:
-        return str(self._inner.full_name)
-
-    def with_options(self, **options: Any) -> Any:
-        self.options = options
-        return self._inner.with_options(**options)
 
 
 async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(

@@ -127,3 +127,23 @@ async def test_a_file_from_before_properties_opens_and_keeps_them_from_then_on(
     got = await again.get(new.message_id)
     assert got is not None and got.properties == new.properties
     await again.close()
+
+
+async def test_every_connection_writes_durably(tmp_path: Path, messages: Messages) -> None:
+    """WAL mode and synchronous=FULL: a write that returned survives a power loss."""
+    path = tmp_path / "s.db"
+    for _ in range(2):  # the first connection, and one after close() reopens the file
+        store = SQLiteStore(path)
+        try:
+            await store.put([messages()])
+            db = await store._conn()
+            async with db.execute("PRAGMA journal_mode") as cursor:
+                journal = await cursor.fetchone()
+            async with db.execute("PRAGMA synchronous") as cursor:
+                synchronous = await cursor.fetchone()
+        finally:
+            await store.close()
+        assert journal == ("wal",)
+        assert synchronous == (2,)  # FULL
+    with sqlite3.connect(path) as other:
+        assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)

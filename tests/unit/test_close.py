@@ -9,14 +9,16 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import stat
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from aioproducer import Backoff, Message, Producer, ProducerState, SQLiteStore, StoreUnavailable
-from aioproducer._fallback import read_messages
+from aioproducer._fallback import read_messages, write_fallback, write_messages
 from tests.waiting import wait_until
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
@@ -140,3 +142,39 @@ async def test_close_files_are_never_overwritten(tmp_path: Path) -> None:
     files = unsent_files(tmp_path)
     assert len(files) == 3
     assert all(sum(1 for _ in read_messages(f)) == 2 for f in files)
+
+
+def test_the_file_is_named_by_owner_utc_time_and_a_random_part_and_never_overwrites(
+    tmp_path: Path,
+) -> None:
+    """docs/guarantees.md: a new file aioproducer-unsent-<owner>-<UTC time>-<random>.jsonl."""
+    messages = [
+        Message(
+            message_id=f"m{n}",
+            body=b"x",
+            exchange="",
+            routing_key="q",
+            content_type="application/octet-stream",
+            timestamp=1_700_000_000.0,
+        )
+        for n in range(2)
+    ]
+    before = time.gmtime()
+    paths = [write_fallback(tmp_path, "web-1:812:a1b2c3", messages) for _ in range(3)]
+    after = time.gmtime()
+    assert len({p for p in paths if p is not None}) == 3
+    stamps = {time.strftime("%Y%m%dT%H%M%S", t) for t in (before, after)}
+    for path in paths:
+        assert path is not None and path.parent == tmp_path
+        found = re.fullmatch(
+            r"aioproducer-unsent-web-1-812-a1b2c3-(\d{8}T\d{6})-[0-9a-f]{6}\.jsonl", path.name
+        )
+        assert found is not None, path.name
+        assert min(stamps) <= found.group(1) <= max(stamps)
+        assert [m.message_id for m in read_messages(path)] == ["m0", "m1"]
+    # An existing file is never written over.
+    taken = paths[0]
+    assert taken is not None
+    with pytest.raises(FileExistsError):
+        write_messages(taken, messages[:1])
+    assert [m.message_id for m in read_messages(taken)] == ["m0", "m1"]

@@ -29,3 +29,15 @@ def test_errors_share_one_root() -> None:
     ]
     assert len(errors) == 10
     assert all(issubclass(error, aioproducer.ProducerError) for error in errors)
+
+
+def test_errors_are_also_the_builtin_errors_the_docs_name() -> None:
+    """docs/configuration.md: callers may catch these as the builtin errors too."""
+    assert issubclass(aioproducer.ProducerClosed, RuntimeError)
+    assert issubclass(aioproducer.MessageTooLarge, ValueError)
+    assert issubclass(aioproducer.BodyNotSerializable, TypeError)
+    assert issubclass(aioproducer.InvalidMessage, ValueError)
+    assert issubclass(aioproducer.StoreError, OSError)
+    assert issubclass(aioproducer.StoreUnavailable, aioproducer.StoreError)
+    assert issubclass(aioproducer.StoreRejected, aioproducer.StoreError)
+    assert not issubclass(aioproducer.BufferFull, (RuntimeError, ValueError, OSError))

@@ -7,21 +7,25 @@ text. The encoding is read back with pamqp, the decoder aio-pika consumers use.
 
 from __future__ import annotations
 
+import calendar
 import math
+import time
 from datetime import UTC, datetime, timedelta, timezone
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import pytest
 from pamqp import decode
 
-from aioproducer import InvalidMessage
+from aioproducer import InvalidMessage, Message, SQLiteStore
 from aioproducer._message import (
     MAX_HEADERS_DEPTH,
     MAX_HEADERS_SIZE,
     check_name,
     decode_headers,
     encode_headers,
+    encode_headers_wire,
     prepare_headers,
 )
 
@@ -71,10 +75,13 @@ def test_accepted_values_reach_the_wire_exactly(value: object, seen: object) -> 
         assert math.copysign(1, got) == math.copysign(1, seen)
 
 
-def test_floats_that_are_not_finite_travel_as_doubles() -> None:
-    got = wire_view({"inf": math.inf, "nan": math.nan})
-    assert got["inf"] == math.inf
-    assert math.isnan(got["nan"])
+@pytest.mark.parametrize("value", [math.inf, -math.inf, math.nan])
+def test_floats_that_are_not_finite_are_refused(value: float) -> None:
+    """RabbitMQ before rabbitmq-server#14209 closes the connection on reading one."""
+    with pytest.raises(InvalidMessage, match="not finite") as caught:
+        prepare_headers({"deep": [1.5, {"x": value}]})
+    assert "headers['deep'][1]['x']" in str(caught.value)
+    assert wire_view({"largest": 1.7976931348623157e308})["largest"] == 1.7976931348623157e308
 
 
 def test_naive_datetimes_are_utc_and_aware_ones_keep_their_instant() -> None:
@@ -186,3 +193,153 @@ def test_short_strings_within_255_utf8_bytes_pass(value: str) -> None:
 def test_short_strings_the_wire_cannot_carry_are_refused(value: object, match: str) -> None:
     with pytest.raises(InvalidMessage, match=match):
         check_name(value, "routing_key")
+
+
+def _field(value: object) -> bytes:
+    """The encoded field of ``value`` alone: its type octet and its bytes."""
+    _, wire = prepare_headers({"x": value})
+    return wire[6:]  # table length (4), name length (1), name "x" (1)
+
+
+@pytest.mark.parametrize(
+    ("number", "kind"),
+    [
+        (-128, b"b"),
+        (127, b"b"),
+        (-129, b"s"),
+        (128, b"s"),
+        (-32768, b"s"),
+        (32767, b"s"),
+        (-32769, b"I"),
+        (32768, b"I"),
+        (-(2**31), b"I"),
+        (2**31 - 1, b"I"),
+        (2**31, b"l"),
+        (-(2**31) - 1, b"l"),
+    ],
+)
+def test_an_int_travels_in_the_smallest_signed_integer_that_holds_it(
+    number: int, kind: bytes
+) -> None:
+    assert _field(number)[:1] == kind
+    assert wire_view({"x": number})["x"] == number
+
+
+@pytest.mark.parametrize(
+    ("value", "scale", "mantissa"),
+    [
+        (Decimal(5), 0, 5),
+        (Decimal("-3.14"), 2, -314),
+        (Decimal("1E+3"), 0, 1000),
+        (Decimal(-(2**31)), 0, -(2**31)),
+        (Decimal(2**31 - 1), 0, 2**31 - 1),
+        (Decimal("1E-255"), 255, 1),
+    ],
+)
+def test_a_decimal_travels_with_its_own_scale(value: Decimal, scale: int, mantissa: int) -> None:
+    field = _field(value)
+    assert field[:1] == b"D"
+    assert field[1] == scale
+    assert int.from_bytes(field[2:6], "big", signed=True) == mantissa
+    assert wire_view({"x": value})["x"] == value
+
+
+@pytest.mark.parametrize(
+    "value", [Decimal("1E-256"), Decimal(2**31), Decimal(-(2**31) - 1), Decimal("Infinity")]
+)
+def test_a_decimal_outside_amqps_range_is_refused(value: Decimal) -> None:
+    with pytest.raises(InvalidMessage, match="Decimal"):
+        prepare_headers({"x": value})
+
+
+async def test_headers_read_back_from_sqlite_are_encoded_as_they_were_published(
+    tmp_path: Path,
+) -> None:
+    """A replayed message carries no wire encoding: it is made again from the stored text."""
+    headers, wire = prepare_headers(
+        {
+            "n": -129,
+            "d": Decimal("2.50"),
+            "when": datetime(2026, 1, 1, tzinfo=UTC),
+            "b": b"\x00",
+            "deepest": _nested("table", MAX_HEADERS_DEPTH),
+        }
+    )
+    store = SQLiteStore(tmp_path / "s.db")
+    try:
+        await store.put(
+            [
+                Message(
+                    message_id="m",
+                    body=b"x",
+                    exchange="",
+                    routing_key="q",
+                    content_type="application/octet-stream",
+                    timestamp=1_700_000_000.0,
+                    headers=headers,
+                    headers_wire=wire,
+                )
+            ]
+        )
+        [back] = await store.claim("me", limit=1, lease=30.0)
+    finally:
+        await store.close()
+    assert back.headers_wire is None
+    assert encode_headers_wire(back.headers or {}) == wire
+
+
+def _nested(kind: str, levels: int) -> Any:
+    value: Any = "x"
+    for _ in range(levels):
+        value = {"k": value} if kind == "table" else [value]
+    return value
+
+
+@pytest.mark.parametrize("kind", ["table", "array"])
+def test_tables_and_arrays_nest_exactly_32_deep(kind: str) -> None:
+    """docs/guarantees.md: tables and arrays nest at most 32 deep (the headers not counted)."""
+    prepare_headers({"a": _nested(kind, MAX_HEADERS_DEPTH)})
+    with pytest.raises(InvalidMessage, match="deeper than 32"):
+        prepare_headers({"a": _nested(kind, MAX_HEADERS_DEPTH + 1)})
+
+
+def test_keys_of_up_to_128_utf8_bytes_pass_and_wrong_types_are_named() -> None:
+    prepare_headers({"k" * 128: 1})
+    with pytest.raises(InvalidMessage, match="over 128 bytes"):
+        prepare_headers({"k" * 129: 1})
+    with pytest.raises(InvalidMessage, match="keys must be str, not int"):
+        prepare_headers({1: 1})  # type: ignore[dict-item]
+    with pytest.raises(InvalidMessage, match="mapping, not list"):
+        prepare_headers([("k", 1)])  # type: ignore[arg-type]
+
+
+def test_a_naive_datetime_is_utc_whatever_the_local_time_zone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    try:
+        field = _field(datetime(2026, 1, 1, 12, 0, 0))
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+    assert field[:1] == b"T"
+    assert int.from_bytes(field[1:9], "big") == calendar.timegm((2026, 1, 1, 12, 0, 0))
+
+
+def test_headers_of_exactly_the_size_limit_pass() -> None:
+    # Table length (4), name length (1), "b", type "S", string length (4), the string.
+    prepare_headers({"b": "x" * (MAX_HEADERS_SIZE - 11)})
+    with pytest.raises(InvalidMessage, match="bytes on the wire"):
+        prepare_headers({"b": "x" * (MAX_HEADERS_SIZE - 10)})
+
+
+def test_a_name_of_255_utf8_bytes_passes_and_bad_names_say_why() -> None:
+    name = "é" * 127 + "a"  # 255 bytes in UTF-8
+    assert check_name(name, "routing_key") == name
+    with pytest.raises(InvalidMessage, match="routing_key is over 255 bytes"):
+        check_name(name + "a", "routing_key")
+    with pytest.raises(InvalidMessage, match=r"^routing_key must be a str, not int$"):
+        check_name(5, "routing_key")
+    with pytest.raises(InvalidMessage, match=r"^message_id must not be empty$"):
+        check_name("", "message_id", empty=False)

@@ -193,6 +193,8 @@ async def test_close_without_a_broker_stores_everything(tmp_path: Path) -> None:
         {"url": "amqp://user:pw-secret@[::1/"},
         {"url": "amqp://user:pw-secret@/vhost"},
         {"fallback_dir": "/nonexistent/folder"},
+        {"lease": 10.0},  # not longer than confirm_timeout (10 s by default)
+        {"confirm_timeout": 31.0},  # longer than lease (30 s by default)
     ],
     ids=lambda kwargs: f"{next(iter(kwargs))}={next(iter(kwargs.values()))}",
 )
