@@ -63,7 +63,8 @@ DEFAULT_TIMEOUTS_MS = {
     "timeoutMS": 5_000,
 }
 
-#: How many ``find_one_and_update`` calls one claim keeps in flight.
+#: How many ``find_one_and_update`` calls one claim keeps in flight once it has lost
+#: candidates of its batch to another claimer (see :meth:`MongoStore.claim`).
 CLAIM_CONCURRENCY = 8
 
 #: The server's clock, in seconds since the epoch, inside an aggregation expression.
@@ -128,9 +129,7 @@ class MongoCollection(Protocol):
 
     def delete_many(self, filter: Mapping[str, Any], /) -> Awaitable[object]: ...
 
-    def update_many(
-        self, filter: Mapping[str, Any], update: Mapping[str, Any], /
-    ) -> Awaitable[object]: ...
+    def update_many(self, filter: Mapping[str, Any], update: Any, /) -> Awaitable[object]: ...
 
     def count_documents(self, filter: Mapping[str, Any], /) -> Awaitable[int]: ...
 
@@ -391,14 +390,21 @@ class MongoStore:
         """Lease up to ``limit`` due messages to ``owner``: earliest due first, then
         oldest accepted.
 
-        Each message is leased by its own ``find_one_and_update``, which MongoDB
-        applies atomically: it finds the first due, unleased, live message in claim
-        order and sets ``lease_owner``, ``lease_until`` and this claim's fresh
-        ``lease_token`` in one step. Concurrent claimers, in this process or on other
-        hosts, therefore never get the same message, and never come back empty while
-        a due message is free: when two race for one document, the server retries
-        the loser's write, which then matches the next document. A claim keeps up to
-        :data:`CLAIM_CONCURRENCY` of these in flight.
+        A batch in three round trips: ``find`` the ids of the first ``limit`` due,
+        unleased, live messages in claim order; one ``update_many`` on those ids
+        whose filter checks again that each is due, unleased and live, and sets
+        ``lease_owner``, ``lease_until`` and this claim's fresh ``lease_token``; then
+        ``find`` by id and token what this claim won. MongoDB applies the update to
+        each document atomically, evaluating the filter against the document as it is
+        when it writes, so a message another claimer (in this process or on another
+        host) leased in between is skipped, never taken twice.
+
+        A claimer that lost candidates to such a race takes the rest of its ``limit``
+        one message at a time with ``find_one_and_update`` (up to
+        :data:`CLAIM_CONCURRENCY` in flight), where the server retries a lost race
+        on the next message: concurrent claimers take different messages and never
+        come back empty while a due message is free. Without a race the claim costs
+        three round trips, however many messages it takes.
 
         The lease is set on the server's clock (``$$NOW`` in an update pipeline)
         unless the store was given a ``clock``. A claim that fails part way leaves
@@ -428,30 +434,52 @@ class MongoStore:
                 }
             query = {"dead": {"$ne": True}, "due_at": {"$lte": now}, **lease_ok}
             coll = await self._collection()
-            after = _pymongo().ReturnDocument.AFTER
-            docs: list[dict[str, Any]] = []
-            left = limit
-
-            async def take() -> None:
-                nonlocal left
-                while left > 0:
-                    left -= 1
-                    doc = await coll.find_one_and_update(
-                        query, update, sort=CLAIM_SORT, return_document=after
-                    )
-                    if doc is None:
-                        return
-                    docs.append(doc)
-
-            results = await asyncio.gather(
-                *(take() for _ in range(min(limit, CLAIM_CONCURRENCY))), return_exceptions=True
+            candidates = await coll.find(query, {"_id": 1}, sort=CLAIM_SORT, limit=limit).to_list(
+                None
             )
-            for result in results:
-                if isinstance(result, BaseException):
-                    raise result
+            ids = [doc["_id"] for doc in candidates]
+            docs: list[dict[str, Any]] = []
+            if ids:
+                await coll.update_many({**query, "_id": {"$in": ids}}, update)
+                won = {"_id": {"$in": ids}, "lease_token": token}
+                docs = await coll.find(won, None, sort=CLAIM_SORT).to_list(None)
+            if len(docs) < len(ids):
+                # Lost a race: take the rest one by one, where the server retries it.
+                await self._claim_each(coll, query, update, limit - len(docs), docs)
             messages = [_from_document(doc) for doc in docs]
         messages.sort(key=lambda m: (m.due_at, m.timestamp))
         return messages
+
+    @staticmethod
+    async def _claim_each(
+        coll: MongoCollection,
+        query: Mapping[str, Any],
+        update: Any,
+        wanted: int,
+        docs: list[dict[str, Any]],
+    ) -> None:
+        """Lease up to ``wanted`` more messages with ``find_one_and_update``, one each,
+        :data:`CLAIM_CONCURRENCY` in flight, appending them to ``docs``."""
+        after = _pymongo().ReturnDocument.AFTER
+        left = wanted
+
+        async def take() -> None:
+            nonlocal left
+            while left > 0:
+                left -= 1
+                doc = await coll.find_one_and_update(
+                    query, update, sort=CLAIM_SORT, return_document=after
+                )
+                if doc is None:
+                    return
+                docs.append(doc)
+
+        results = await asyncio.gather(
+            *(take() for _ in range(min(wanted, CLAIM_CONCURRENCY))), return_exceptions=True
+        )
+        for result in results:
+            if isinstance(result, BaseException):
+                raise result
 
     async def ack(self, message_ids: Sequence[str]) -> None:
         if not message_ids:

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from packaging.requirements import Requirement
+from packaging.version import Version
 
 import aioproducer
 
@@ -137,8 +138,11 @@ def test_libraries_whose_internals_are_used_are_bounded(dist: Dist, name: str) -
     [upper] = uppers
     installed = installed_version(name)
     assert req.specifier.contains(installed), f"{name} {installed} is outside {req}"
-    # The bound is the next major release after the one tested here.
-    assert upper.version == str(int(installed.split(".")[0]) + 1)
+    # The bound is no later than the next major release after the one tested here
+    # (the batched publishing path pins aio-pika and aiormq to the minor it was
+    # verified on).
+    next_major = Version(str(int(installed.split(".")[0]) + 1))
+    assert Version(upper.version) <= next_major, f"{name}: {req} reaches past {next_major}"
 
 
 def test_motor_extra_is_gone(dist: Dist) -> None:

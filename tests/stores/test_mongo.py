@@ -18,6 +18,7 @@ from pymongo import WriteConcern, monitoring
 
 from aioproducer._exceptions import StoreUnavailable
 from aioproducer._message import Properties
+from aioproducer._stores._base import Store
 from aioproducer._stores._mongo import (
     CLAIM_INDEX_KEYS,
     DEFAULT_TIMEOUTS_MS,
@@ -266,6 +267,95 @@ async def test_an_empty_claim_means_no_due_message_was_free(
     assert empty_while_due == []
 
 
+async def test_a_claim_takes_its_batch_in_a_few_commands_however_large(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """Round trips per claim, counted by the driver: the same few for 5 messages as
+    for 60, none of them per message."""
+    commands = _Commands()
+    store = MongoStore.from_url(
+        mongo_backend.url,
+        mongo_backend.database,
+        "spill",
+        clock=clock,
+        event_listeners=[commands],
+    )
+    try:
+        await store.put(Messages(clock).many(65))
+        sent = []
+        for limit in (5, 60):
+            commands.names.clear()
+            claimed = await store.claim("a", limit=limit, lease=LEASE)
+            assert len(claimed) == limit
+            sent.append(commands.names.copy())
+        assert sent == [["find", "update", "find"]] * 2
+        assert await store.claim("a", limit=10, lease=LEASE) == []  # none left due
+    finally:
+        await store.close()
+
+
+async def test_a_claimer_that_loses_its_candidates_takes_the_next_ones(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """Another claimer leases every candidate of this claim between its pick and its
+    update: this claim still takes the next due messages, never comes back empty."""
+    rival = mongo_backend.make()
+    store = MongoStore(
+        cast(MongoCollection, _RivalFirst(mongo_backend.collection, rival)), clock=clock
+    )
+    put = Messages(clock).many(10)
+    await rival.put(put)
+    mine = await store.claim("mine", limit=5, lease=LEASE)
+    assert [m.message_id for m in mine] == [m.message_id for m in put[5:]]
+    assert len({m.lease_token for m in mine}) == 1
+    theirs = await mongo_backend.collection.find({"lease_owner": "rival"}).to_list(None)
+    assert sorted(d["_id"] for d in theirs) == sorted(m.message_id for m in put[:5])
+    await store.close()
+
+
+class _Commands(monitoring.CommandListener):
+    """Names of the commands a client sends, handshakes left out."""
+
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def started(self, event: monitoring.CommandStartedEvent) -> None:
+        if event.command_name.lower() not in {"hello", "ismaster", "ping", "endsessions"}:
+            self.names.append(event.command_name)
+
+    def succeeded(self, event: monitoring.CommandSucceededEvent) -> None:
+        pass
+
+    def failed(self, event: monitoring.CommandFailedEvent) -> None:
+        pass
+
+
+class _RivalFirst:
+    """A driver collection where ``rival`` claims first, once, just before the first
+    ``update_many``: a race lost at the worst moment, made to happen."""
+
+    def __init__(self, inner: Any, rival: Store) -> None:
+        self._inner = inner
+        self._rival: Store | None = rival
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    @property
+    def full_name(self) -> str:
+        return str(self._inner.full_name)
+
+    def with_options(self, **options: Any) -> _RivalFirst:
+        assert self._rival is not None
+        return _RivalFirst(self._inner.with_options(**options), self._rival)
+
+    async def update_many(self, filter: Any, update: Any, /) -> object:
+        rival, self._rival = self._rival, None
+        if rival is not None:
+            assert len(await rival.claim("rival", limit=5, lease=LEASE)) == 5
+        return await self._inner.update_many(filter, update)
+
+
 # Server-clock leases: MongoDB only
 
 
@@ -301,15 +391,19 @@ async def test_leases_run_on_the_servers_clock(
 
 
 async def test_nx_27017_cannot_run_server_clock_claims(nx_module: NxServer) -> None:
-    """What the tests work around by giving nx-27017 stores a clock: no update pipelines."""
+    """What the tests work around by giving nx-27017 stores a clock: it runs no update
+    pipelines, and reads ``$$NOW`` in a query as missing, so a server-clock claim
+    finds no candidate and leases nothing, however due the messages."""
     database = f"pipelines_{time.time_ns()}"
     store = MongoStore.from_url(nx_module.url, database, "spill")
+    clocked = MongoStore.from_url(nx_module.url, database, "spill", clock=time.time)
     try:
         await store.put(Messages(time.time).many(1))
-        with pytest.raises(StoreUnavailable):
-            await store.claim("a", limit=1, lease=LEASE)
+        assert await store.claim("a", limit=1, lease=LEASE) == []
+        assert len(await clocked.claim("b", limit=1, lease=LEASE)) == 1  # it was free
     finally:
         await store.close()
+        await clocked.close()
 
 
 # A server that is down, frozen or restarted
@@ -481,27 +575,38 @@ async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(
 
 
 async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
-    """What a claim sends when no clock is given (run for real against MongoDB only)."""
+    """What a claim sends when no clock is given (run for real against MongoDB only):
+    the recorder offers one candidate and lets the claim win nothing, so every step
+    of the claim, the one-by-one takeover included, shows its filter and update."""
     collection = _ClaimRecorder()
     store = MongoStore(cast(MongoCollection, collection))
     assert await store.claim("$owner", limit=3, lease=30.0) == []
-    query, update = collection.calls[0]
     server_now = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
-    assert query["$expr"] == {"$lte": ["$lease_until", server_now]}
-    assert "lease_until" not in query
-    assert query["dead"] == {"$ne": True}
-    assert isinstance(update, list)
-    (stage,) = update
-    assert stage["$set"]["lease_until"] == {"$add": [server_now, 30.0]}
-    assert stage["$set"]["lease_owner"] == {"$literal": "$owner"}  # never a field path
+    [pick, read_back] = collection.finds
+    [(batch, batch_update)] = collection.update_manys
+    assert read_back["lease_token"] == batch_update[0]["$set"]["lease_token"]
+    assert batch["_id"] == {"$in": ["m-1"]}
+    for query in (pick, batch, *(q for q, _ in collection.find_one_and_updates)):
+        assert query["$expr"] == {"$lte": ["$lease_until", server_now]}
+        assert "lease_until" not in query
+        assert query["dead"] == {"$ne": True}
+    assert collection.find_one_and_updates  # the takeover after losing its candidate
+    for update in (batch_update, *(u for _, u in collection.find_one_and_updates)):
+        assert isinstance(update, list)
+        (stage,) = update
+        assert stage["$set"]["lease_until"] == {"$add": [server_now, 30.0]}
+        assert stage["$set"]["lease_owner"] == {"$literal": "$owner"}  # never a field path
     await store.close()
 
 
 class _ClaimRecorder:
-    """A collection with no documents that records what claims ask for."""
+    """A collection that records what claims ask for: its ``find`` offers one
+    candidate, which every update then finds taken."""
 
     def __init__(self) -> None:
-        self.calls: list[tuple[dict[str, Any], Any]] = []
+        self.finds: list[dict[str, Any]] = []
+        self.update_manys: list[tuple[dict[str, Any], Any]] = []
+        self.find_one_and_updates: list[tuple[dict[str, Any], Any]] = []
 
     @property
     def full_name(self) -> str:
@@ -513,6 +618,14 @@ class _ClaimRecorder:
     async def create_index(self, keys: Any, /, *, name: str) -> object:
         return name
 
+    def find(self, filter: dict[str, Any], projection: Any = None, /, **options: Any) -> _Listed:
+        self.finds.append(filter)
+        return _Listed([{"_id": "m-1"}] if len(self.finds) == 1 else [])
+
+    async def update_many(self, filter: dict[str, Any], update: Any, /) -> object:
+        self.update_manys.append((filter, update))
+        return None
+
     async def find_one_and_update(
         self,
         filter: dict[str, Any],
@@ -522,5 +635,15 @@ class _ClaimRecorder:
         sort: Any = None,
         return_document: bool = False,
     ) -> dict[str, Any] | None:
-        self.calls.append((filter, update))
+        self.find_one_and_updates.append((filter, update))
         return None
+
+
+class _Listed:
+    """A cursor over documents given in advance."""
+
+    def __init__(self, docs: list[dict[str, Any]]) -> None:
+        self._docs = docs
+
+    async def to_list(self, length: int | None = None, /) -> list[dict[str, Any]]:
+        return self._docs
