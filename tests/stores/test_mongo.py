@@ -272,7 +272,7 @@ async def test_a_claim_takes_its_batch_in_a_few_commands_however_large(
 ) -> None:
     """Round trips per claim, counted by the driver: the same few for 5 messages as
     for 60, none of them per message."""
-    commands = _Commands()
+    commands = _CommandNames()
     store = MongoStore.from_url(
         mongo_backend.url,
         mongo_backend.database,
@@ -313,7 +313,7 @@ async def test_a_claimer_that_loses_its_candidates_takes_the_next_ones(
     await store.close()
 
 
-class _Commands(monitoring.CommandListener):
+class _CommandNames(monitoring.CommandListener):
     """Names of the commands a client sends, handshakes left out."""
 
     def __init__(self) -> None:
