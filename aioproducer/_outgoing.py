@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import dataclasses
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Protocol
@@ -35,20 +36,14 @@ class Outgoing:
     persistent: bool | None = None
     mandatory: bool | None = None
 
-    def properties(self) -> dict[str, Any]:
-        """The AMQP properties named here (None where not set)."""
-        return {
-            "priority": self.priority,
-            "correlation_id": self.correlation_id,
-            "reply_to": self.reply_to,
-            "expiration": self.expiration,
-            "type": self.type,
-            "app_id": self.app_id,
-            "user_id": self.user_id,
-            "content_encoding": self.content_encoding,
-            "persistent": self.persistent,
-            "mandatory": self.mandatory,
-        }
+
+def outgoing_batch(items: Iterable[Any], shared: Outgoing) -> list[Outgoing]:
+    """The items of a ``publish_many()`` call as :class:`Outgoing` messages: each one
+    that is not already one is a body, sent with the arguments of ``shared``."""
+    return [
+        item if isinstance(item, Outgoing) else dataclasses.replace(shared, body=item)
+        for item in items
+    ]
 
 
 class Finish(Protocol):

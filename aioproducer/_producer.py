@@ -42,7 +42,7 @@ from ._exceptions import (
 from ._link import Link
 from ._live import LivePublisher
 from ._message import Message, Properties, State, check_name, check_properties, prepare_headers
-from ._outgoing import Finish, Middleware, Outgoing
+from ._outgoing import Finish, Middleware, Outgoing, outgoing_batch
 from ._replay import Replayer
 from ._serializer import _BYTES_LIKE, BYTES_TYPE, Serializer, json_serializer
 from ._settlement import SettledHook, Settlement, Settlements
@@ -459,35 +459,18 @@ class Producer:
                 mandatory,
             )
             return self._publish_all([outgoing])[0]
-        if (
-            priority is None
-            and correlation_id is None
-            and reply_to is None
-            and expiration is None
-            and type is None
-            and app_id is None
-            and user_id is None
-            and content_encoding is None
-            and persistent is None
-            and mandatory is None
-        ):
-            properties = None
-        else:
-            properties = check_properties(
-                {
-                    "priority": priority,
-                    "correlation_id": correlation_id,
-                    "reply_to": reply_to,
-                    "expiration": expiration,
-                    "type": type,
-                    "app_id": app_id,
-                    "user_id": user_id,
-                    "content_encoding": content_encoding,
-                    "persistent": persistent,
-                    "mandatory": mandatory,
-                },
-                self._users,
-            )
+        properties = self._properties(
+            priority,
+            correlation_id,
+            reply_to,
+            expiration,
+            type,
+            app_id,
+            user_id,
+            content_encoding,
+            persistent,
+            mandatory,
+        )
         message = self._build(
             body, routing_key, exchange, headers, message_id, content_type, properties
         )
@@ -522,30 +505,25 @@ class Producer:
         """
         if self._state is not ProducerState.RUNNING or self._context is None:
             raise ProducerClosed(f"producer is {self._state.value}")
-        batch = [
-            item
-            if isinstance(item, Outgoing)
-            else Outgoing(
-                item,
-                routing_key,
-                exchange,
-                headers,
-                None,
-                content_type,
-                priority,
-                correlation_id,
-                reply_to,
-                expiration,
-                type,
-                app_id,
-                user_id,
-                content_encoding,
-                persistent,
-                mandatory,
-            )
-            for item in messages
-        ]
-        return self._publish_all(batch)
+        shared = Outgoing(
+            None,
+            routing_key,
+            exchange,
+            headers,
+            None,
+            content_type,
+            priority,
+            correlation_id,
+            reply_to,
+            expiration,
+            type,
+            app_id,
+            user_id,
+            content_encoding,
+            persistent,
+            mandatory,
+        )
+        return self._publish_all(outgoing_batch(messages, shared))
 
     def _publish_all(self, batch: list[Outgoing]) -> list[str]:
         """Run the middleware over ``batch``, build and accept it all, or raise accepting none."""
@@ -578,23 +556,67 @@ class Producer:
         exchange = self.exchange if outgoing.exchange is None else outgoing.exchange
         return dataclasses.replace(outgoing, exchange=exchange)
 
+    def _properties(
+        self,
+        priority: int | None,
+        correlation_id: str | None,
+        reply_to: str | None,
+        expiration: int | timedelta | str | None,
+        type: str | None,
+        app_id: str | None,
+        user_id: str | None,
+        content_encoding: str | None,
+        persistent: bool | None,
+        mandatory: bool | None,
+    ) -> Properties | None:
+        """The checked properties of one message, or None if none is set (the usual case,
+        kept cheap). Raises :class:`InvalidMessage` naming the first bad value.
+
+        Touches no shared state, so any thread may call it.
+        """
+        if (
+            priority is None
+            and correlation_id is None
+            and reply_to is None
+            and expiration is None
+            and type is None
+            and app_id is None
+            and user_id is None
+            and content_encoding is None
+            and persistent is None
+            and mandatory is None
+        ):
+            return None
+        return check_properties(
+            {
+                "priority": priority,
+                "correlation_id": correlation_id,
+                "reply_to": reply_to,
+                "expiration": expiration,
+                "type": type,
+                "app_id": app_id,
+                "user_id": user_id,
+                "content_encoding": content_encoding,
+                "persistent": persistent,
+                "mandatory": mandatory,
+            },
+            self._users,
+        )
+
     def _build_outgoing(self, outgoing: Outgoing) -> Message:
         o = outgoing
-        if (
-            o.priority is None
-            and o.correlation_id is None
-            and o.reply_to is None
-            and o.expiration is None
-            and o.type is None
-            and o.app_id is None
-            and o.user_id is None
-            and o.content_encoding is None
-            and o.persistent is None
-            and o.mandatory is None
-        ):
-            properties = None
-        else:
-            properties = check_properties(o.properties(), self._users)
+        properties = self._properties(
+            o.priority,
+            o.correlation_id,
+            o.reply_to,
+            o.expiration,
+            o.type,
+            o.app_id,
+            o.user_id,
+            o.content_encoding,
+            o.persistent,
+            o.mandatory,
+        )
         return self._build(
             o.body, o.routing_key, o.exchange, o.headers, o.message_id, o.content_type, properties
         )

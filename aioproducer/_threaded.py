@@ -55,8 +55,8 @@ from typing import Any, ParamSpec, Self, TypeVar
 
 from ._exceptions import BufferFull, InvalidMessage, ProducerClosed, UnknownMessage
 from ._fallback import write_fallback
-from ._message import Message, State, check_properties
-from ._outgoing import Finish, Outgoing
+from ._message import Message, State
+from ._outgoing import Finish, Outgoing, outgoing_batch
 from ._producer import (
     CLOSE_MARGIN,
     Producer,
@@ -557,35 +557,18 @@ class ThreadedProducer:
         """
         admission, producer = self._ready()
         if not producer._middleware:
-            if (
-                priority is None
-                and correlation_id is None
-                and reply_to is None
-                and expiration is None
-                and type is None
-                and app_id is None
-                and user_id is None
-                and content_encoding is None
-                and persistent is None
-                and mandatory is None
-            ):
-                properties = None
-            else:
-                properties = check_properties(
-                    {
-                        "priority": priority,
-                        "correlation_id": correlation_id,
-                        "reply_to": reply_to,
-                        "expiration": expiration,
-                        "type": type,
-                        "app_id": app_id,
-                        "user_id": user_id,
-                        "content_encoding": content_encoding,
-                        "persistent": persistent,
-                        "mandatory": mandatory,
-                    },
-                    producer._users,
-                )
+            properties = producer._properties(
+                priority,
+                correlation_id,
+                reply_to,
+                expiration,
+                type,
+                app_id,
+                user_id,
+                content_encoding,
+                persistent,
+                mandatory,
+            )
             message = producer._build(
                 body, routing_key, exchange, headers, message_id, content_type, properties
             )
@@ -633,30 +616,25 @@ class ThreadedProducer:
     ) -> list[str]:
         """Accept every message of a batch, or none, from any thread (see
         ``Producer.publish_many``); return their ids in order."""
-        batch = [
-            item
-            if isinstance(item, Outgoing)
-            else Outgoing(
-                item,
-                routing_key,
-                exchange,
-                headers,
-                None,
-                content_type,
-                priority,
-                correlation_id,
-                reply_to,
-                expiration,
-                type,
-                app_id,
-                user_id,
-                content_encoding,
-                persistent,
-                mandatory,
-            )
-            for item in messages
-        ]
-        return self._publish_all(batch)
+        shared = Outgoing(
+            None,
+            routing_key,
+            exchange,
+            headers,
+            None,
+            content_type,
+            priority,
+            correlation_id,
+            reply_to,
+            expiration,
+            type,
+            app_id,
+            user_id,
+            content_encoding,
+            persistent,
+            mandatory,
+        )
+        return self._publish_all(outgoing_batch(messages, shared))
 
     def _ready(self) -> tuple[Admission, Producer]:
         """The admission and producer to publish through; raise if closed or not started.
