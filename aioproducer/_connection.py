@@ -14,6 +14,7 @@ import logging
 import re
 import struct
 import sys
+import weakref
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from typing import Any, ClassVar
@@ -194,6 +195,30 @@ def _connection_class(
     )
 
 
+#: A channel whose every publish the broker nacks for this long (seconds), doubled for
+#: each replacement in a row that did not help, up to the cap, is replaced.
+NACK_RUN_SECONDS = 1.0
+NACK_RUN_CAP = 60.0
+#: Nacks in a row, at the least, before a channel counts as nacking everything.
+NACK_RUN_COUNT = 3
+
+
+class _NackRun:
+    """The nacks in a row on one channel: when the run began and how long it is."""
+
+    __slots__ = ("count", "since", "span", "which")
+
+    def __init__(self, which: str, span: float) -> None:
+        self.which = which
+        #: How long a run must last before the channel is replaced.
+        self.span = span
+        self.count = 0
+        self.since = 0.0
+
+    def stuck(self, now: float) -> bool:
+        return self.count >= NACK_RUN_COUNT and now - self.since >= self.span
+
+
 def _is_blocked(connection: aiormq.abc.AbstractConnection) -> bool:
     """Whether the broker has sent ``Connection.Blocked`` (a memory or disk alarm).
 
@@ -239,6 +264,10 @@ class AmqpLink:
         self._name = name
         self._connection: AbstractRobustConnection | None = None
         self._channels: dict[str, AbstractRobustChannel] = {}
+        #: Each handed-out channel's run of nacks, and per channel name the replacements
+        #: in a row that were nacked as well.
+        self._runs: weakref.WeakKeyDictionary[Any, _NackRun] = weakref.WeakKeyDictionary()
+        self._replaced: dict[str, int] = {}
         self._opener: asyncio.Task[None] | None = None
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.connections = 0
@@ -318,21 +347,88 @@ class AmqpLink:
         attempt = 0
         for which in self.CHANNELS:
             while which not in self._channels:
-                try:
-                    channel = await connection.channel(
-                        publisher_confirms=True, on_return_raises=False
-                    )
-                except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+                channel = await self._new_channel(connection, which)
+                if channel is None:
                     # The robust connection reconnects by itself; try again after it.
-                    self._error(f"opening the {which} channel failed: {exc!r}")
-                    log.warning("opening the %s channel failed: %s", which, mask(repr(exc)))
                     await asyncio.sleep(self._backoff.delay(attempt))
                     attempt += 1
                     continue
-                channel.close_callbacks.add(self._on_channel_event)
-                channel.reopen_callbacks.add(self._on_channel_event)
                 self._channels[which] = channel
         self._notify()
+
+    async def _new_channel(
+        self, connection: AbstractRobustConnection, which: str
+    ) -> AbstractRobustChannel | None:
+        """Open channel ``which`` with publisher confirms; None (logged) if it failed."""
+        try:
+            channel = await connection.channel(publisher_confirms=True, on_return_raises=False)
+        except (aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            self._error(f"opening the {which} channel failed: {exc!r}")
+            log.warning("opening the %s channel failed: %s", which, mask(repr(exc)))
+            return None
+        channel.close_callbacks.add(self._on_channel_event)
+        channel.reopen_callbacks.add(self._on_channel_event)
+        return channel
+
+    async def _replace(self, which: str, run: _NackRun, now: float) -> None:
+        """Put a new channel in place of ``which``, whose publishes were all nacked.
+
+        A channel restored on a new connection can be refused by a quorum queue whose
+        leader died as it first reached it: the broker then nacks every publish of
+        that channel, while a new channel on the same connection is confirmed. The
+        old channel is closed; what it still had unconfirmed ends lost and is sent
+        again, under the same message ids.
+        """
+        connection, old = self._connection, self._channels.get(which)
+        if connection is None or old is None:
+            return
+        replaced = self._replaced.get(which, 0)
+        self._error(f"the {which} channel to {self._shown} nacked every publish; replaced")
+        log.warning(
+            "the %s channel to %s nacked every publish (%d in a row, for %.1fs); "
+            "replacing it with a new channel",
+            which,
+            self._shown,
+            run.count,
+            now - run.since,
+        )
+        channel = await self._new_channel(connection, which)
+        if channel is None:
+            # Tried again on the channel's next use, after another span of nacks.
+            run.since = now
+            return
+        self._replaced[which] = replaced + 1
+        self._channels[which] = channel
+        self._notify()
+        try:
+            async with asyncio.timeout(self._connect_timeout):
+                await old.close()
+        except (TimeoutError, aiormq.exceptions.AMQPError, ConnectionError, RuntimeError) as exc:
+            log.debug("closing the replaced %s channel failed: %s", which, mask(repr(exc)))
+
+    def _observe(self, channel: Any, on_result: OnResult) -> OnResult:
+        """``on_result``, counting the nacks in a row of ``channel`` (one handed out by
+        :meth:`channel`; any other is not watched)."""
+        run = self._runs.get(channel)
+        if run is None:
+            return on_result
+        loop = asyncio.get_running_loop()
+        replaced = self._replaced
+
+        def observe(message: Message, result: Result) -> None:
+            outcome = result.outcome
+            if outcome is Outcome.ACKED:
+                if run.count:
+                    run.count = 0
+                if replaced.get(run.which):
+                    replaced[run.which] = 0
+            elif outcome is Outcome.NACKED:
+                if not run.count:
+                    run.since = loop.time()
+                run.count += 1
+            on_result(message, result)
+
+        return observe
 
     def _adopt(self, connection: AbstractRobustConnection) -> None:
         self._connection = connection
@@ -417,6 +513,15 @@ class AmqpLink:
             return None
         if underlay.is_closed or _is_blocked(underlay.connection):
             return None
+        run = self._runs.get(underlay)
+        if run is None:
+            span = min(NACK_RUN_CAP, NACK_RUN_SECONDS * 2 ** self._replaced.get(which, 0))
+            self._runs[underlay] = _NackRun(which, span)
+        else:
+            now = asyncio.get_running_loop().time()
+            if run.stuck(now):
+                await self._replace(which, run, now)
+                return None
         return underlay
 
     async def channel(self, which: str) -> aiormq.abc.AbstractChannel:
@@ -461,6 +566,7 @@ class AmqpLink:
         connection's writer at once; confirms settle them by callback, without a task
         or a future per message (see :class:`_Batch`).
         """
+        on_result = self._observe(channel, on_result)
         if not BATCHED:
             return send_each(
                 self,

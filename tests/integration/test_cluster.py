@@ -105,35 +105,32 @@ class Figures:
 
 
 def more_confirms(producer: Producer, count: int) -> Callable[[], bool]:
-    """A condition for :func:`wait_until`: ``count`` more confirms (live or replayed)."""
-    target = settled_by_broker(producer) + count
-    return lambda: settled_by_broker(producer) >= target
+    """A condition for :func:`wait_until`: ``count`` more confirms of live publishes.
+
+    Live ones only: a live channel that the broker nacks for good while the replay
+    channel drains the store would otherwise pass for a working one.
+    """
+    target = producer.stats().confirmed + count
+    return lambda: producer.stats().confirmed >= target
 
 
 def connected_node(cluster: Cluster, producer: Producer) -> Node:
     return cluster.by_url(producer.stats().broker)
 
 
-def settled_by_broker(producer: Producer) -> int:
-    """Confirms so far, of live publishes and of replays alike."""
-    stats = producer.stats()
-    return stats.confirmed + stats.replayed
-
-
 async def first_confirm_elsewhere(
     producer: Producer, left: str, since: float
 ) -> tuple[float, float]:
-    """Seconds until a confirm (of a live publish or a replay) arrives over a connection
-    to a node other than ``left``: from ``since``, and from when the connection to
-    ``left`` was seen gone."""
+    """Seconds until a live publish is confirmed over a connection to a node other
+    than ``left``: from ``since``, and from when the connection to ``left`` was seen
+    gone."""
     try:
         await wait_until(lambda: producer.stats().broker != left, timeout=60, what="a loss")
         lost_at = time.perf_counter()
         await wait_until(
             lambda: producer.stats().broker not in (None, left), timeout=60, what="a move"
         )
-        before = settled_by_broker(producer)
-        await wait_until(lambda: settled_by_broker(producer) > before, timeout=60, what="a confirm")
+        await wait_until(more_confirms(producer, 1), timeout=60, what="a live confirm")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; {producer.stats()}") from None
     now = time.perf_counter()
@@ -164,26 +161,38 @@ async def settle_and_count(
     print(figures.line())
 
 
+#: Kills of the connected node per run: each is a fresh chance for a restored channel
+#: to be nacked for good (about half of them were, here, before such channels were
+#: replaced).
+KILLS = 2
+
+
 async def test_killing_the_connected_node_moves_to_a_live_one(
     whole: Cluster, quorum_queue: str, make_producer: ProducerFactory
 ) -> None:
     producer = make_producer(whole.urls)
-    figures = Figures("kill -9 of the connected node")
+    figures = Figures(f"kill -9 of the connected node, {KILLS} times")
     await producer.start()
     await wait_until(lambda: producer.stats().connected, what="a connection")
     async with steady_load(producer, quorum_queue) as load:
         load.marking = True
         await wait_until(lambda: producer.stats().confirmed >= 200, what="confirms")
-        victim = connected_node(whole, producer)
-        left = producer.stats().broker
-        assert left is not None
-        killed_at = time.perf_counter()
-        await whole.kill(victim)
-        figures.to_first_confirm.append(await first_confirm_elsewhere(producer, left, killed_at))
-        assert connected_node(whole, producer) is not victim
-        await wait_until(more_confirms(producer, 200), timeout=60, what="confirms after")
+        for kill in range(KILLS):
+            if kill:
+                # The killed node back, so that the next kill leaves a majority.
+                await whole.heal()
+            victim = connected_node(whole, producer)
+            left = producer.stats().broker
+            assert left is not None
+            killed_at = time.perf_counter()
+            await whole.kill(victim)
+            figures.to_first_confirm.append(
+                await first_confirm_elsewhere(producer, left, killed_at)
+            )
+            assert connected_node(whole, producer) is not victim
+            await wait_until(more_confirms(producer, 200), timeout=60, what="confirms after")
     await settle_and_count(whole, producer, load, quorum_queue, figures)
-    assert producer.stats().connections >= 2
+    assert producer.stats().connections >= 1 + KILLS
 
 
 async def test_all_nodes_down_then_back_spills_and_replays_everything(

@@ -7,14 +7,17 @@ failure (``attempts``, ``last_error``) that proves why.
 
 from __future__ import annotations
 
+import json
+import logging
 import os
 
 import aio_pika
 import pytest
 
 from aioproducer import Producer
-from tests.broker import wait_for_ids
+from tests.broker import rabbitmqctl, wait_for_ids
 from tests.integration.conftest import ProducerFactory
+from tests.load import steady_load
 from tests.waiting import store_is_empty, wait_until
 
 pytestmark = pytest.mark.broker
@@ -131,3 +134,69 @@ async def test_refused_exchange_is_held_back_without_stalling_others(
     finally:
         await internal.delete()
         await channel.close()
+
+
+async def nacks_every_publish(amqp: aio_pika.abc.AbstractRobustConnection, queue: str) -> bool:
+    """Whether the broker nacks a publish to ``queue`` now (the probe is never queued)."""
+    channel = await amqp.channel(publisher_confirms=True)
+    try:
+        await channel.default_exchange.publish(aio_pika.Message(b"probe"), routing_key=queue)
+    except aio_pika.exceptions.DeliveryError:
+        return True
+    finally:
+        await channel.close()
+    await channel_purge(amqp, queue)
+    return False
+
+
+async def channel_purge(amqp: aio_pika.abc.AbstractRobustConnection, queue: str) -> None:
+    channel = await amqp.channel()
+    try:
+        await (await channel.get_queue(queue)).purge()
+    finally:
+        await channel.close()
+
+
+# Bounds: policy 30, nacks 30, held 30, replaced 30, delivery 60, drained 30.
+@pytest.mark.timeout(300)
+async def test_nacked_messages_are_held_back_and_a_channel_nacked_throughout_is_replaced(
+    make_producer: ProducerFactory,
+    amqp: aio_pika.abc.AbstractRobustConnection,
+    queue: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A queue that takes nothing (``max-length`` 0, ``reject-publish``) nacks every
+    publish: each message is held back with its nack, the live channel is replaced
+    after a second of nothing but nacks, and once the queue takes messages again
+    every one of them arrives."""
+    caplog.set_level(logging.WARNING, logger="aioproducer.connection")
+    policy = f"{queue}-rejects"
+    definition = json.dumps({"max-length": 0, "overflow": "reject-publish"})
+    await rabbitmqctl("set_policy", policy, f"^{queue}$", definition, "--apply-to", "queues")
+    try:
+        await wait_until(lambda: nacks_every_publish(amqp, queue), what="the policy applied")
+        producer = make_producer(spill_after=NEVER)
+        await producer.start()
+        # A steady load keeps the live channel publishing, so that its run of nacks lasts.
+        async with steady_load(producer, queue) as load:
+            await wait_until(lambda: producer.stats().nacked >= 20, what="nacks")
+            await held_back(producer, set(load.ids[:20]), "nacked")
+
+            def replaced() -> bool:
+                return any(
+                    "the live channel" in record.getMessage()
+                    and "replacing it" in record.getMessage()
+                    for record in caplog.records
+                )
+
+            await wait_until(replaced, what="the live channel replaced")
+        ids = set(load.ids)
+        stats = producer.stats()
+        assert stats.nacked >= len(ids)
+        assert stats.confirmed == 0 and stats.returned == 0 and stats.channel_errors == 0
+    finally:
+        await rabbitmqctl("clear_policy", policy)
+    got = await wait_for_ids(amqp, queue, ids, timeout=60)
+    assert {received.message_id for received in got} == ids
+    await wait_until(store_is_empty(producer.store), what="store drained")
+    assert producer.stats().confirmed + producer.stats().replayed >= len(ids)
