@@ -203,7 +203,13 @@ NACK_RUN_CAP = 60.0
 NACK_RUN_COUNT = 3
 
 
-class _NackRun:
+def nack_span(replaced: int) -> float:
+    """How long a channel must have had only nacks to be replaced, after ``replaced``
+    replacements in a row that changed nothing."""
+    return min(NACK_RUN_CAP, NACK_RUN_SECONDS * 2.0 ** min(replaced, 16))
+
+
+class NackRun:
     """The nacks in a row on one channel: when the run began and how long it is."""
 
     __slots__ = ("count", "since", "span", "which")
@@ -266,7 +272,7 @@ class AmqpLink:
         self._channels: dict[str, AbstractRobustChannel] = {}
         #: Each handed-out channel's run of nacks, and per channel name the replacements
         #: in a row that were nacked as well.
-        self._runs: weakref.WeakKeyDictionary[Any, _NackRun] = weakref.WeakKeyDictionary()
+        self._runs: weakref.WeakKeyDictionary[Any, NackRun] = weakref.WeakKeyDictionary()
         self._replaced: dict[str, int] = {}
         self._opener: asyncio.Task[None] | None = None
         self._changed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
@@ -370,7 +376,7 @@ class AmqpLink:
         channel.reopen_callbacks.add(self._on_channel_event)
         return channel
 
-    async def _replace(self, which: str, run: _NackRun, now: float) -> None:
+    async def _replace(self, which: str, run: NackRun, now: float) -> None:
         """Put a new channel in place of ``which``, whose publishes were all nacked.
 
         A channel restored on a new connection can be refused by a quorum queue whose
@@ -515,8 +521,7 @@ class AmqpLink:
             return None
         run = self._runs.get(underlay)
         if run is None:
-            span = min(NACK_RUN_CAP, NACK_RUN_SECONDS * 2 ** self._replaced.get(which, 0))
-            self._runs[underlay] = _NackRun(which, span)
+            self._runs[underlay] = NackRun(which, nack_span(self._replaced.get(which, 0)))
         else:
             now = asyncio.get_running_loop().time()
             if run.stuck(now):
