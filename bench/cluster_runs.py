@@ -111,7 +111,7 @@ async def count(cluster: Cluster, producer: Producer, load: Load, queue: str, ro
     async with connection:
         got = await wait_for_ids(connection, queue, set(load.ids), timeout=60)
         got += await drain(connection, queue)
-        await (await (await connection.channel()).get_queue(queue)).delete()
+        await (await connection.channel()).queue_delete(queue)
     counts = Counter(received.message_id for received in got)
     row.sent = len(load.ids)
     row.delivered = len(counts.keys() & set(load.ids))
@@ -125,7 +125,10 @@ async def one_run(cluster: Cluster, run: str, rolling: bool, folder: Path) -> Ro
     queue = await fresh_queue(cluster)
     row = Row(run)
     handler = Replacements()
-    logging.getLogger("aioproducer.connection").addHandler(handler)
+    logger = logging.getLogger("aioproducer.connection")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
     producer = Producer(
         cluster.urls, store=SQLiteStore(folder / f"{run}.db"), fallback_dir=folder, **OPTIONS
     )
@@ -152,7 +155,7 @@ async def one_run(cluster: Cluster, run: str, rolling: bool, folder: Path) -> Ro
         await count(cluster, producer, load, queue, row)
     finally:
         await producer.close(timeout=5)
-        logging.getLogger("aioproducer.connection").removeHandler(handler)
+        logger.removeHandler(handler)
     row.replaced = handler.count
     return row
 
