@@ -167,6 +167,9 @@ async def settle_and_count(
 KILLS = 2
 
 
+# Bounds: 30 + 30; per kill 60 x 4, and a heal (a 120 s boot) before the second;
+# the count 120 + 60 + 60. With some margin:
+@pytest.mark.timeout(960)
 async def test_killing_the_connected_node_moves_to_a_live_one(
     whole: Cluster, quorum_queue: str, make_producer: ProducerFactory
 ) -> None:
