@@ -1,0 +1,545 @@
+"""The link's bookkeeping of publishes, without a broker.
+
+A batch numbers its messages after the channel's last delivery tag, writes their
+frames in one piece, and settles each from what aiormq's channel reader hands it: an
+ack, a nack, a returned message, the channel's close, or nothing before the timeout.
+The channel below has just the attributes the batched path uses of an aiormq channel
+(``check_internals()`` checks that a real one has them, and the integration tests run
+the same path against RabbitMQ). Also here: how a failure maps to an outcome, the
+one-at-a-time publish, and the replacement of a channel that only gets nacks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import aiormq
+import aiormq.abc
+import pytest
+from aiormq.abc import ChannelFrame
+from pamqp import commands
+
+from aioproducer import Backoff, Message
+from aioproducer._connection import (
+    AmqpLink,
+    NackRun,
+    _failure,
+    message_properties,
+    publish_frames,
+)
+from aioproducer._link import Outcome, Result
+from aioproducer._message import Properties
+from tests.waiting import wait_until
+
+
+def message(n: int, *, routing_key: str = "q", mandatory: bool | None = None) -> Message:
+    return Message(
+        message_id=f"{n:032x}",
+        body=b"body %d" % n,
+        exchange="",
+        routing_key=routing_key,
+        content_type="text/plain",
+        timestamp=1_700_000_000.0,
+        headers={},
+        properties=None if mandatory is None else Properties(mandatory=mandatory),
+    )
+
+
+class Channel:
+    """The attributes and methods of an aiormq channel the batched path uses."""
+
+    def __init__(self, *, delivery_tag: int = 0, queue_size: int = 0) -> None:
+        self.number = 7
+        self.max_content_size = 4
+        self.delivery_tag = delivery_tag
+        self.confirmations: dict[int, Any] = {}
+        self.message_id_delivery_tag: dict[str, int] = {}
+        self.write_queue: asyncio.Queue[ChannelFrame] = asyncio.Queue(queue_size)
+        self.is_closed = False
+        self.futures: list[asyncio.Future[Any]] = []
+
+    def create_future(self) -> asyncio.Future[Any]:
+        future = asyncio.get_running_loop().create_future()
+        self.futures.append(future)
+        return future
+
+    def close(self, exc: BaseException | None) -> None:
+        """What aiormq does to the futures of a channel that closes."""
+        for future in self.futures:
+            if not future.done():
+                if exc is None:
+                    future.cancel()
+                else:
+                    future.set_exception(exc)
+
+
+class Results:
+    """``on_result``: what each message ended as, in order."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, Result]] = []
+
+    def __call__(self, message: Message, result: Result) -> None:
+        self.seen.append((message.message_id, result))
+
+    def outcomes(self) -> dict[str, Outcome]:
+        return {message_id: result.outcome for message_id, result in self.seen}
+
+
+@pytest.fixture
+async def link() -> AmqpLink:
+    return AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff(), name="test")
+
+
+def send(
+    link: AmqpLink,
+    channel: Any,
+    messages: list[Message],
+    results: Results,
+    *,
+    timeout: float = 60.0,
+    mandatory: bool = False,
+) -> Any:
+    return link.send(
+        channel,
+        messages,
+        mandatory=mandatory,
+        persistent=True,
+        timeout=timeout,
+        on_result=results,
+    )
+
+
+async def test_a_batch_is_numbered_after_the_last_tag_and_written_in_one_piece(
+    link: AmqpLink,
+) -> None:
+    channel = Channel(delivery_tag=5)
+    messages = [message(n, mandatory=n == 1) for n in range(3)]
+    sent = send(link, channel, messages, Results())
+    assert sorted(channel.confirmations) == [6, 7, 8]
+    assert channel.delivery_tag == 8
+    assert channel.message_id_delivery_tag == {m.message_id: 6 + n for n, m in enumerate(messages)}
+    frame = channel.write_queue.get_nowait()
+    assert channel.write_queue.empty()
+    expected: list[bytes] = []
+    for m in messages:
+        properties = message_properties(m, persistent=True)
+        publish_frames(7, m, properties, m.mandatory_or(False), 4, expected)
+    assert frame.payload == b"".join(expected)
+    assert not frame.should_close
+    # The bodies are cut to the channel's frame size (4 bytes here): two frames each.
+    assert frame.payload.count(b"\x00\x04body\xce") == 3
+    assert not sent.done
+    writing = asyncio.create_task(sent.written())
+    await asyncio.sleep(0)
+    assert not writing.done()
+    assert frame.drain_future is not None
+    frame.drain_future.set_result(None)
+    await writing
+
+
+async def test_acks_nacks_returns_and_errors_each_settle_their_own_message(
+    link: AmqpLink,
+) -> None:
+    channel = Channel()
+    results = Results()
+    messages = [message(n) for n in range(5)]
+    sent = send(link, channel, messages, results, mandatory=True)
+    entries = channel.confirmations
+    entries[1].set_result(commands.Basic.Ack(delivery_tag=1))
+    entries[2].set_exception(aiormq.exceptions.DeliveryError(None, commands.Basic.Nack(2)))
+    returned = aiormq.abc.DeliveredMessage(
+        delivery=commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"),
+        header=None,  # type: ignore[arg-type]
+        body=b"",
+        channel=None,  # type: ignore[arg-type]
+    )
+    entries[3].set_result(returned)
+    entries[4].set_result(commands.Basic.Nack(delivery_tag=4))
+    assert not sent.done
+    entries[5].set_exception(ConnectionResetError("reset"))
+    assert sent.done
+    by_id = dict(results.seen)
+    ids = [m.message_id for m in messages]
+    assert by_id[ids[0]] == Result(Outcome.ACKED)
+    assert by_id[ids[1]] == Result(Outcome.NACKED, "nacked by the broker")
+    assert by_id[ids[2]] == Result(Outcome.RETURNED, "312 NO_ROUTE", 312)
+    assert by_id[ids[3]].outcome is Outcome.NACKED
+    assert by_id[ids[4]].outcome is Outcome.LOST and "reset" in by_id[ids[4]].detail
+    assert len(results.seen) == 5
+    # Each id's tag is dropped once settled; the batch's future is resolved.
+    assert channel.message_id_delivery_tag == {}
+    watch = channel.futures[0]
+    assert watch.done() and not watch.cancelled()
+    # A late second confirm for a settled entry changes nothing.
+    assert entries[1].done() and entries[1].cancelled()
+    entries[1].set_result(commands.Basic.Nack(delivery_tag=1))
+    assert len(results.seen) == 5
+
+
+async def test_what_is_unconfirmed_at_the_timeout_ends_timed_out(link: AmqpLink) -> None:
+    channel = Channel()
+    results = Results()
+    messages = [message(n) for n in range(3)]
+    sent = send(link, channel, messages, results, timeout=0.05)
+    channel.confirmations[2].set_result(commands.Basic.Ack(delivery_tag=2))
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    outcomes = results.outcomes()
+    assert outcomes[messages[1].message_id] is Outcome.ACKED
+    for m in (messages[0], messages[2]):
+        assert outcomes[m.message_id] is Outcome.TIMEOUT
+    assert dict(results.seen)[messages[0].message_id].detail == "no confirm within 0.05s"
+    assert len(results.seen) == 3
+
+
+async def test_a_closing_channel_settles_the_rest_with_its_error(link: AmqpLink) -> None:
+    channel = Channel()
+    results = Results()
+    messages = [message(n) for n in range(3)]
+    sent = send(link, channel, messages, results)
+    channel.confirmations[1].set_result(commands.Basic.Ack(delivery_tag=1))
+    error = aiormq.exceptions.ChannelNotFoundEntity("NOT_FOUND - no exchange 'gone' in vhost '/'")
+    channel.close(error)
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    by_id = dict(results.seen)
+    assert by_id[messages[0].message_id].outcome is Outcome.ACKED
+    for m in messages[1:]:
+        result = by_id[m.message_id]
+        assert (result.outcome, result.code, result.missing_exchange) == (
+            Outcome.CHANNEL_ERROR,
+            404,
+            "gone",
+        )
+    assert len(results.seen) == 3
+
+
+async def test_a_channel_closed_without_an_error_loses_what_is_unconfirmed(
+    link: AmqpLink,
+) -> None:
+    channel = Channel()
+    results = Results()
+    sent = send(link, channel, [message(n) for n in range(2)], results)
+    channel.close(None)
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    assert [r.outcome for _, r in results.seen] == [Outcome.LOST, Outcome.LOST]
+
+
+async def test_an_abandoned_batch_reports_nothing_more(link: AmqpLink) -> None:
+    channel = Channel()
+    results = Results()
+    sent = send(link, channel, [message(n) for n in range(2)], results)
+    channel.confirmations[1].set_result(commands.Basic.Ack(delivery_tag=1))
+    sent.abandon()
+    assert sent.done
+    channel.confirmations[2].set_result(commands.Basic.Ack(delivery_tag=2))
+    channel.close(None)
+    await asyncio.sleep(0)
+    assert [r.outcome for _, r in results.seen] == [Outcome.ACKED]
+
+
+async def test_a_message_that_cannot_be_encoded_fails_alone(link: AmqpLink) -> None:
+    channel = Channel()
+    results = Results()
+    bad = message(1, routing_key="k" * 256)
+    good = message(2)
+    sent = send(link, channel, [bad, good], results)
+    assert results.seen == [
+        (bad.message_id, Result(Outcome.FAILED, "properties could not be encoded: ValueError"))
+    ]
+    assert list(channel.confirmations) == [1]
+    assert channel.message_id_delivery_tag == {good.message_id: 1}
+    channel.confirmations[1].set_result(commands.Basic.Ack(delivery_tag=1))
+    assert sent.done and results.outcomes()[good.message_id] is Outcome.ACKED
+
+
+async def test_nothing_is_written_to_a_closed_channel(link: AmqpLink) -> None:
+    channel = Channel()
+    channel.is_closed = True
+    results = Results()
+    sent = send(link, channel, [message(n) for n in range(2)], results)
+    assert channel.write_queue.empty() and channel.confirmations == {}
+    assert [r.outcome for _, r in results.seen] == [Outcome.LOST, Outcome.LOST]
+    assert sent.done
+
+
+async def test_a_full_write_queue_is_waited_for_in_order(link: AmqpLink) -> None:
+    channel = Channel(queue_size=1)
+    earlier = ChannelFrame(payload=b"earlier", should_close=False)
+    channel.write_queue.put_nowait(earlier)
+    results = Results()
+    sent = send(link, channel, [message(1)], results)
+    writing = asyncio.create_task(sent.written())
+    await asyncio.sleep(0)
+    assert not writing.done()
+    assert channel.write_queue.get_nowait() is earlier
+    frame = await asyncio.wait_for(channel.write_queue.get(), 10)
+    assert frame.payload.startswith(b"\x01\x00\x07")
+    assert frame.drain_future is not None
+    frame.drain_future.set_result(None)
+    await asyncio.wait_for(writing, 10)
+
+
+async def test_a_raising_on_result_is_logged_and_the_others_still_settle(
+    link: AmqpLink, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel: Any = Channel()
+    seen: list[str] = []
+
+    def on_result(m: Message, result: Result) -> None:
+        seen.append(m.message_id)
+        if len(seen) == 1:
+            raise RuntimeError("hook")
+
+    messages = [message(n) for n in range(2)]
+    sent = link.send(
+        channel, messages, mandatory=False, persistent=True, timeout=60, on_result=on_result
+    )
+    for tag in (1, 2):
+        channel.confirmations[tag].set_result(commands.Basic.Ack(delivery_tag=tag))
+    assert seen == [m.message_id for m in messages] and sent.done
+    assert any(
+        r.levelno == logging.ERROR
+        and f"settling message {messages[0].message_id} failed" in r.msg % r.args
+        for r in caplog.records
+    )
+
+
+@pytest.mark.parametrize(
+    ("exc", "expected"),
+    [
+        (
+            aiormq.exceptions.ChannelNotFoundEntity("NOT_FOUND - no exchange 'x' in vhost '/'"),
+            Result(
+                Outcome.CHANNEL_ERROR,
+                "NOT_FOUND - no exchange 'x' in vhost '/'",
+                404,
+                missing_exchange="x",
+            ),
+        ),
+        (
+            aiormq.exceptions.ChannelAccessRefused("ACCESS_REFUSED - no exchange 'x' in vhost"),
+            Result(Outcome.CHANNEL_ERROR, "ACCESS_REFUSED - no exchange 'x' in vhost", 403),
+        ),
+        (
+            aiormq.exceptions.ChannelClosed(406, "PRECONDITION_FAILED - no"),
+            Result(Outcome.CHANNEL_ERROR, "PRECONDITION_FAILED - no", 406),
+        ),
+        (
+            aiormq.exceptions.ChannelClosed(404, "NOT_FOUND - no queue 'q' in vhost '/'"),
+            Result(Outcome.CHANNEL_ERROR, "NOT_FOUND - no queue 'q' in vhost '/'", 404),
+        ),
+        (
+            aiormq.exceptions.ChannelClosed(),
+            Result(Outcome.CHANNEL_ERROR, "<ChannelClosed: ()>", 0),
+        ),
+        (
+            asyncio.CancelledError(),
+            Result(Outcome.LOST, "confirm cancelled by a closing connection"),
+        ),
+        (ConnectionResetError("reset"), Result(Outcome.LOST, "ConnectionResetError('reset')")),
+        (
+            aiormq.exceptions.ChannelInvalidStateError("closed"),
+            Result(Outcome.LOST, "ChannelInvalidStateError('closed')"),
+        ),
+        (
+            aiormq.exceptions.ConnectionClosed(320, "CONNECTION_FORCED"),
+            Result(Outcome.LOST, "<ConnectionClosed: (320, 'CONNECTION_FORCED')>"),
+        ),
+        (KeyError("secret"), Result(Outcome.FAILED, "KeyError while publishing")),
+    ],
+    ids=[
+        "404-exchange",
+        "403",
+        "406-two-args",
+        "404-queue",
+        "no-args",
+        "cancelled",
+        "reset",
+        "invalid-state",
+        "connection-closed",
+        "other",
+    ],
+)
+def test_each_failure_maps_to_its_outcome(exc: BaseException, expected: Result) -> None:
+    assert _failure(exc) == expected
+
+
+class OneByOne:
+    """A channel for :meth:`AmqpLink.publish`: ``basic_publish`` answers as told."""
+
+    def __init__(self, answer: Any) -> None:
+        self.answer = answer
+        self.calls: list[dict[str, Any]] = []
+
+    async def basic_publish(self, body: bytes, **kwargs: Any) -> Any:
+        self.calls.append({"body": body, **kwargs})
+        if isinstance(self.answer, BaseException):
+            raise self.answer
+        return self.answer
+
+
+async def publish_one(link: AmqpLink, answer: Any, m: Message | None = None) -> Result:
+    channel: Any = OneByOne(answer)
+    return await link.publish(
+        channel, m or message(1), mandatory=True, persistent=False, timeout=3.0
+    )
+
+
+async def test_publish_one_at_a_time_maps_each_answer(link: AmqpLink) -> None:
+    returned = aiormq.abc.DeliveredMessage(
+        delivery=commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"),
+        header=None,  # type: ignore[arg-type]
+        body=b"",
+        channel=None,  # type: ignore[arg-type]
+    )
+    assert await publish_one(link, commands.Basic.Ack(delivery_tag=1)) == Result(Outcome.ACKED)
+    assert await publish_one(link, returned) == Result(Outcome.RETURNED, "312 NO_ROUTE", 312)
+    assert await publish_one(link, commands.Basic.Nack(delivery_tag=1)) == Result(
+        Outcome.NACKED, "nacked by the broker"
+    )
+    assert await publish_one(link, TimeoutError()) == Result(
+        Outcome.TIMEOUT, "no confirm within 3s"
+    )
+    error = aiormq.exceptions.ChannelAccessRefused("ACCESS_REFUSED - x")
+    assert await publish_one(link, error) == Result(
+        Outcome.CHANNEL_ERROR, "ACCESS_REFUSED - x", 403
+    )
+    assert await publish_one(link, asyncio.CancelledError()) == Result(
+        Outcome.LOST, "confirm cancelled by a closing connection"
+    )
+    assert await publish_one(link, ValueError("v")) == Result(
+        Outcome.FAILED, "ValueError while publishing"
+    )
+
+
+async def test_publish_one_at_a_time_sends_the_message_with_its_settings(link: AmqpLink) -> None:
+    channel: Any = OneByOne(commands.Basic.Ack(delivery_tag=1))
+    m = message(3, mandatory=False)
+    assert await link.publish(channel, m, mandatory=True, persistent=False, timeout=3.0) == Result(
+        Outcome.ACKED
+    )
+    (call,) = channel.calls
+    assert call["body"] == m.body and call["exchange"] == "" and call["routing_key"] == "q"
+    assert call["mandatory"] is False and call["timeout"] == 3.0
+    assert call["properties"].delivery_mode == 1
+    assert call["properties"].message_id == m.message_id
+
+
+async def test_a_publish_whose_task_is_cancelled_is_cancelled(link: AmqpLink) -> None:
+    started = asyncio.Event()
+
+    class Hanging:
+        async def basic_publish(self, body: bytes, **kwargs: Any) -> Any:
+            started.set()
+            await asyncio.Event().wait()
+
+    hanging: Any = Hanging()
+    task = asyncio.create_task(
+        link.publish(hanging, message(1), mandatory=False, persistent=True, timeout=60)
+    )
+    await started.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+
+
+class RobustChannel:
+    """What the link keeps of an aio-pika robust channel."""
+
+    def __init__(self) -> None:
+        self.close_callbacks: set[Any] = set()
+        self.reopen_callbacks: set[Any] = set()
+        self.closed = False
+
+    async def close(self) -> None:
+        self.closed = True
+
+
+class Connection:
+    """An aio-pika robust connection that opens channels, or fails to."""
+
+    def __init__(self, fail: bool = False) -> None:
+        self.fail = fail
+        self.opened: list[RobustChannel] = []
+
+    async def channel(self, **kwargs: Any) -> RobustChannel:
+        assert kwargs == {"publisher_confirms": True, "on_return_raises": False}
+        if self.fail:
+            raise aiormq.exceptions.ChannelInvalidStateError("connection closed")
+        channel = RobustChannel()
+        self.opened.append(channel)
+        return channel
+
+
+def watched(link: AmqpLink, channel: Any, which: str = "live", span: float = 1.0) -> NackRun:
+    run = NackRun(which, span)
+    link._runs[channel] = run
+    return run
+
+
+async def test_nacks_in_a_row_are_counted_and_an_ack_ends_the_run(link: AmqpLink) -> None:
+    underlay = Channel()
+    run = watched(link, underlay)
+    link._replaced["live"] = 2
+    results = Results()
+    observe = link._observe(underlay, results)
+    loop = asyncio.get_running_loop()
+    before = loop.time()
+    for _ in range(3):
+        observe(message(1), Result(Outcome.NACKED, "nacked"))
+    assert run.count == 3 and before <= run.since <= loop.time()
+    assert link._replaced["live"] == 2
+    since = run.since
+    observe(message(1), Result(Outcome.TIMEOUT, "slow"))
+    assert (run.count, run.since) == (3, since)
+    observe(message(1), Result(Outcome.ACKED))
+    assert run.count == 0 and link._replaced["live"] == 0
+    assert [r.outcome for _, r in results.seen] == [Outcome.NACKED] * 3 + [
+        Outcome.TIMEOUT,
+        Outcome.ACKED,
+    ]
+    # A channel not handed out by channel() is not watched.
+    assert link._observe(Channel(), results) is results
+
+
+async def test_a_channel_with_only_nacks_is_replaced_on_the_same_connection(
+    link: AmqpLink, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, logger="aioproducer.connection")
+    errors: list[str] = []
+    link._on_error = errors.append
+    connection = Connection()
+    old = RobustChannel()
+    link._connection = connection  # type: ignore[assignment]
+    link._channels["live"] = old  # type: ignore[assignment]
+    run = watched(link, Channel())
+    run.count, run.since = 5, 10.0
+    await link._replace("live", run, 12.5)
+    (new,) = connection.opened
+    assert link._channels["live"] is cast(Any, new) and old.closed
+    assert link._replaced["live"] == 1
+    assert new.close_callbacks and new.reopen_callbacks
+    assert errors == [
+        "the live channel to amqp://app:***@rabbit:5672/ nacked every publish; replaced"
+    ]
+    assert [r.getMessage() for r in caplog.records] == [
+        "the live channel to amqp://app:***@rabbit:5672/ nacked every publish (5 in a row, "
+        "for 2.5s); replacing it with a new channel"
+    ]
+
+
+async def test_a_replacement_that_cannot_open_keeps_the_channel_and_waits_a_span(
+    link: AmqpLink,
+) -> None:
+    connection = Connection(fail=True)
+    old = RobustChannel()
+    link._connection = connection  # type: ignore[assignment]
+    link._channels["replay"] = old  # type: ignore[assignment]
+    run = watched(link, Channel(), "replay")
+    run.count, run.since = 5, 10.0
+    await link._replace("replay", run, 12.5)
+    assert link._channels["replay"] is cast(Any, old) and not old.closed
+    assert run.since == 12.5 and not run.stuck(13.0)
+    assert link._replaced.get("replay", 0) == 0
