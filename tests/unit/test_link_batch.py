@@ -543,3 +543,40 @@ async def test_a_replacement_that_cannot_open_keeps_the_channel_and_waits_a_span
     assert link._channels["replay"] is cast(Any, old) and not old.closed
     assert run.since == 12.5 and not run.stuck(13.0)
     assert link._replaced.get("replay", 0) == 0
+
+
+async def test_without_the_batched_path_each_message_is_published_on_its_own(
+    link: AmqpLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The fallback for an aiormq the batched path does not know: a task per message."""
+    monkeypatch.setattr("aioproducer._connection.BATCHED", False)
+    channel: Any = OneByOne(commands.Basic.Ack(delivery_tag=1))
+    results = Results()
+    messages = [message(n) for n in range(3)]
+    sent = send(link, channel, messages, results)
+    assert not sent.done
+    await sent.written()
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    assert [c["body"] for c in channel.calls] == [m.body for m in messages]
+    assert results.outcomes() == {m.message_id: Outcome.ACKED for m in messages}
+
+
+async def test_an_abandoned_one_by_one_send_stops_its_publishes(
+    link: AmqpLink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("aioproducer._connection.BATCHED", False)
+    started = asyncio.Event()
+
+    class Hanging:
+        async def basic_publish(self, body: bytes, **kwargs: Any) -> Any:
+            started.set()
+            await asyncio.Event().wait()
+
+    hanging: Any = Hanging()
+    results = Results()
+    sent = send(link, hanging, [message(1), message(2)], results)
+    await started.wait()
+    assert not sent.done
+    sent.abandon()
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    assert results.seen == []
