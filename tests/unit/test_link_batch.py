@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 from typing import Any, cast
 
 import aiormq
@@ -26,11 +27,13 @@ from aioproducer._connection import (
     AmqpLink,
     NackRun,
     _failure,
+    _is_blocked,
+    check_internals,
     message_properties,
     publish_frames,
 )
 from aioproducer._link import Outcome, Result
-from aioproducer._message import Properties
+from aioproducer._message import Properties, encode_headers_wire
 from tests.waiting import wait_until
 
 
@@ -487,9 +490,12 @@ async def test_nacks_in_a_row_are_counted_and_an_ack_ends_the_run(link: AmqpLink
     observe = link._observe(underlay, results)
     loop = asyncio.get_running_loop()
     before = loop.time()
-    for _ in range(3):
+    observe(message(1), Result(Outcome.NACKED, "nacked"))
+    assert run.count == 1 and before <= run.since <= loop.time()
+    run.since = first = before - 5.0
+    for _ in range(2):
         observe(message(1), Result(Outcome.NACKED, "nacked"))
-    assert run.count == 3 and before <= run.since <= loop.time()
+    assert run.count == 3 and run.since == first
     assert link._replaced["live"] == 2
     since = run.since
     observe(message(1), Result(Outcome.TIMEOUT, "slow"))
@@ -516,11 +522,13 @@ async def test_a_channel_with_only_nacks_is_replaced_on_the_same_connection(
     link._channels["live"] = old  # type: ignore[assignment]
     run = watched(link, Channel())
     run.count, run.since = 5, 10.0
+    link._replaced["live"] = 2
     await link._replace("live", run, 12.5)
     (new,) = connection.opened
     assert link._channels["live"] is cast(Any, new) and old.closed
-    assert link._replaced["live"] == 1
-    assert new.close_callbacks and new.reopen_callbacks
+    assert link._replaced["live"] == 3
+    assert new.close_callbacks == {link._on_channel_event}
+    assert new.reopen_callbacks == {link._on_channel_event}
     assert errors == [
         "the live channel to amqp://app:***@rabbit:5672/ nacked every publish; replaced"
     ]
@@ -531,7 +539,7 @@ async def test_a_channel_with_only_nacks_is_replaced_on_the_same_connection(
 
 
 async def test_a_replacement_that_cannot_open_keeps_the_channel_and_waits_a_span(
-    link: AmqpLink,
+    link: AmqpLink, caplog: pytest.LogCaptureFixture
 ) -> None:
     connection = Connection(fail=True)
     old = RobustChannel()
@@ -539,10 +547,50 @@ async def test_a_replacement_that_cannot_open_keeps_the_channel_and_waits_a_span
     link._channels["replay"] = old  # type: ignore[assignment]
     run = watched(link, Channel(), "replay")
     run.count, run.since = 5, 10.0
-    await link._replace("replay", run, 12.5)
+    errors: list[str] = []
+    link._on_error = errors.append
+    with caplog.at_level(logging.WARNING, logger="aioproducer.connection"):
+        await link._replace("replay", run, 12.5)
     assert link._channels["replay"] is cast(Any, old) and not old.closed
     assert run.since == 12.5 and not run.stuck(13.0)
     assert link._replaced.get("replay", 0) == 0
+    assert errors[-1] == (
+        "opening the replay channel failed: ChannelInvalidStateError('connection closed')"
+    )
+    assert caplog.records[-1].getMessage() == (
+        "opening the replay channel failed: ChannelInvalidStateError('connection closed')"
+    )
+
+
+async def test_no_replacement_without_a_channel_to_replace(link: AmqpLink) -> None:
+    connection = Connection()
+    link._connection = connection  # type: ignore[assignment]
+    run = watched(link, Channel())
+    run.count, run.since = 5, 10.0
+    await link._replace("live", run, 12.5)
+    assert connection.opened == [] and "live" not in link._channels
+
+
+async def test_a_replaced_channel_that_does_not_close_is_left_after_the_connect_timeout(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    link = AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff(), connect_timeout=0.05)
+
+    class Stuck(RobustChannel):
+        async def close(self) -> None:
+            await asyncio.Event().wait()
+
+    connection = Connection()
+    link._connection = connection  # type: ignore[assignment]
+    link._channels["live"] = Stuck()  # type: ignore[assignment]
+    run = watched(link, Channel())
+    run.count, run.since = 5, 10.0
+    with caplog.at_level(logging.DEBUG, logger="aioproducer.connection"):
+        await asyncio.wait_for(link._replace("live", run, 12.5), 10)
+    assert link._channels["live"] is cast(Any, connection.opened[0])
+    assert caplog.records[-1].getMessage() == (
+        "closing the replaced live channel failed: TimeoutError()"
+    )
 
 
 async def test_without_the_batched_path_each_message_is_published_on_its_own(
@@ -580,3 +628,209 @@ async def test_an_abandoned_one_by_one_send_stops_its_publishes(
     sent.abandon()
     await wait_until(lambda: sent.done, timeout=10, every=0)
     assert results.seen == []
+
+
+def returned_with(delivery: Any) -> aiormq.abc.DeliveredMessage:
+    return aiormq.abc.DeliveredMessage(
+        delivery=delivery,
+        header=None,  # type: ignore[arg-type]
+        body=b"",
+        channel=None,  # type: ignore[arg-type]
+    )
+
+
+#: A returned message whose frame carries no code or text, and one with empty ones.
+BARE = [
+    (object(), Result(Outcome.RETURNED, "0 returned", 0)),
+    (commands.Basic.Return(reply_code=0, reply_text=""), Result(Outcome.RETURNED, "0 returned", 0)),
+]
+
+
+@pytest.mark.parametrize(("delivery", "expected"), BARE, ids=["no-fields", "empty-fields"])
+async def test_a_return_without_code_or_text_is_still_a_return(
+    link: AmqpLink, delivery: Any, expected: Result
+) -> None:
+    assert await publish_one(link, returned_with(delivery)) == expected
+    channel = Channel()
+    results = Results()
+    send(link, channel, [message(1)], results)
+    channel.confirmations[1].set_result(returned_with(delivery))
+    assert [r for _, r in results.seen] == [expected]
+
+
+async def test_the_producer_s_mandatory_and_persistent_apply_when_the_message_sets_none(
+    link: AmqpLink,
+) -> None:
+    one: Any = OneByOne(commands.Basic.Ack(delivery_tag=1))
+    m = message(1)
+    await link.publish(one, m, mandatory=True, persistent=True, timeout=3.0)
+    (call,) = one.calls
+    assert call["mandatory"] is True and call["properties"].delivery_mode == 2
+    channel = Channel()
+    send(link, channel, [m], Results(), mandatory=True)
+    expected: list[bytes] = []
+    publish_frames(7, m, message_properties(m, persistent=True), True, 4, expected)
+    frame = channel.write_queue.get_nowait()
+    assert frame.payload == b"".join(expected)
+    assert frame.should_close is False
+    # The routing key "q", then the mandatory bit.
+    assert b"\x01q\x01\xce" in frame.payload
+
+
+async def test_a_message_whose_headers_cannot_be_encoded_fails_alone_one_at_a_time(
+    link: AmqpLink,
+) -> None:
+    m = message(1)
+    m.headers = {"x": object()}
+    m.headers_wire = None
+    one: Any = OneByOne(commands.Basic.Ack(delivery_tag=1))
+    result = await link.publish(one, m, mandatory=False, persistent=True, timeout=3.0)
+    assert result.outcome is Outcome.FAILED
+    assert result.detail.startswith("properties could not be encoded: ")
+    assert result.detail != "properties could not be encoded: NoneType"
+    assert one.calls == []
+
+
+async def test_an_unexpected_error_is_logged_by_type_without_its_text(
+    link: AmqpLink, caplog: pytest.LogCaptureFixture
+) -> None:
+    m = message(1)
+    assert await publish_one(link, ValueError("secret value"), m) == Result(
+        Outcome.FAILED, "ValueError while publishing"
+    )
+    (record,) = [r for r in caplog.records if r.name == "aioproducer.connection"]
+    text = record.getMessage()
+    assert text.startswith(f"publishing message {m.message_id} failed unexpectedly\n")
+    assert text.endswith("ValueError") and "secret value" not in text
+
+
+def test_headers_are_encoded_once_and_kept_on_the_message() -> None:
+    m = message(1)
+    m.headers = {"tenant": "a", "n": 1}
+    m.headers_wire = None
+    properties = message_properties(m, persistent=True)
+    assert m.headers_wire is not None and len(m.headers_wire) > 4
+    assert properties.encode_property("headers", None) == m.headers_wire
+    assert m.headers_wire == encode_headers_wire(m.headers)
+    # Without headers, none go on the wire.
+    assert message_properties(message(2), persistent=True).headers is None
+
+
+def test_the_timestamp_is_the_message_s_whole_second_in_utc() -> None:
+    m = message(1)
+    m.timestamp = 1_700_000_123.9
+    stamp = message_properties(m, persistent=True).timestamp
+    assert isinstance(stamp, datetime) and stamp.tzinfo is UTC
+    assert stamp == datetime(2023, 11, 14, 22, 15, 23, tzinfo=UTC)
+
+
+def test_short_strings_are_up_to_255_bytes() -> None:
+    out: list[bytes] = []
+    m = message(1, routing_key="k" * 255)
+    publish_frames(1, m, message_properties(m, persistent=True), False, 4096, out)
+    assert b"\xff" + b"k" * 255 in b"".join(out)
+    with pytest.raises(ValueError, match="longer than 255 bytes"):
+        publish_frames(
+            1,
+            message(2, routing_key="k" * 256),
+            message_properties(m, persistent=True),
+            False,
+            4096,
+            [],
+        )
+
+
+def test_is_blocked_reads_aiormq_s_unblocked_event() -> None:
+    class Amqp:
+        def __init__(self, event: asyncio.Event | None) -> None:
+            if event is not None:
+                self._Connection__connection_unblocked = event
+
+    unblocked = asyncio.Event()
+    assert _is_blocked(Amqp(unblocked)) is True  # type: ignore[arg-type]
+    unblocked.set()
+    assert _is_blocked(Amqp(unblocked)) is False  # type: ignore[arg-type]
+    assert _is_blocked(Amqp(None)) is False  # type: ignore[arg-type]
+
+
+def test_every_missing_internal_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    assert check_internals() == []
+    monkeypatch.delattr(aiormq.Channel, "_on_return_frame")
+    monkeypatch.setattr("aioproducer._connection.CHANNEL_FIELDS", ("confirmations", "gone"))
+    monkeypatch.setattr(aiormq.abc.ChannelFrame, "__dataclass_fields__", {"payload": None})
+    assert check_internals() == [
+        "Channel._on_return_frame()",
+        "Channel.gone",
+        "ChannelFrame.should_close",
+        "ChannelFrame.drain_future",
+    ]
+    monkeypatch.delattr(aiormq.abc.ChannelFrame, "__dataclass_fields__")
+    assert "ChannelFrame.payload" in check_internals()
+
+
+async def test_a_batch_with_nothing_sendable_needs_no_waiting_or_abandoning(
+    link: AmqpLink,
+) -> None:
+    channel = Channel()
+    results = Results()
+    sent = send(link, channel, [message(1, routing_key="k" * 256)], results)
+    assert sent.done
+    await asyncio.wait_for(sent.written(), 10)
+    sent.abandon()
+    assert channel.write_queue.empty() and len(results.seen) == 1
+
+
+async def test_a_closed_channel_names_itself_in_what_it_lost(link: AmqpLink) -> None:
+    channel = Channel()
+    channel.is_closed = True
+    results = Results()
+    send(link, channel, [message(1)], results)
+    assert results.seen[0][1] == Result(Outcome.LOST, f"{channel!r} closed")
+
+
+async def test_the_last_unconfirmed_message_still_times_out(link: AmqpLink) -> None:
+    channel = Channel()
+    results = Results()
+    messages = [message(1), message(2)]
+    sent = send(link, channel, messages, results, timeout=0.05)
+    channel.confirmations[1].set_result(commands.Basic.Ack(delivery_tag=1))
+    assert not sent.done and not channel.futures[0].done()
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    assert results.outcomes()[messages[1].message_id] is Outcome.TIMEOUT
+
+
+async def test_written_gives_up_at_the_timeout_on_a_socket_that_takes_nothing(
+    link: AmqpLink,
+) -> None:
+    channel = Channel()
+    sent = send(link, channel, [message(1)], Results(), timeout=0.05)
+    await asyncio.wait_for(sent.written(), 10)
+    assert sent.done
+
+
+async def test_a_batch_future_resolved_without_an_error_loses_the_rest(link: AmqpLink) -> None:
+    channel = Channel()
+    results = Results()
+    sent = send(link, channel, [message(1)], results)
+    channel.futures[0].set_result(None)
+    await wait_until(lambda: sent.done, timeout=10, every=0)
+    assert [r for _, r in results.seen] == [Result(Outcome.LOST, "channel closed")]
+
+
+async def test_a_raising_on_result_is_logged_by_type_only(
+    link: AmqpLink, caplog: pytest.LogCaptureFixture
+) -> None:
+    channel: Any = Channel()
+
+    secret = "secret value"
+
+    def on_result(m: Message, result: Result) -> None:
+        raise RuntimeError(secret)
+
+    m = message(1)
+    link.send(channel, [m], mandatory=False, persistent=True, timeout=60, on_result=on_result)
+    channel.confirmations[1].set_result(commands.Basic.Ack(delivery_tag=1))
+    (record,) = [r for r in caplog.records if r.name == "aioproducer.connection"]
+    text = record.getMessage()
+    assert text.startswith(f"settling message {m.message_id} failed\nTraceback")
+    assert text.endswith("RuntimeError") and "secret value" not in text
