@@ -588,6 +588,7 @@ async def test_a_replaced_channel_that_does_not_close_is_left_after_the_connect_
     with caplog.at_level(logging.DEBUG, logger="aioproducer.connection"):
         await asyncio.wait_for(link._replace("live", run, 12.5), 10)
     assert link._channels["live"] is cast(Any, connection.opened[0])
+    assert link._replaced["live"] == 1
     assert caplog.records[-1].getMessage() == (
         "closing the replaced live channel failed: TimeoutError()"
     )
@@ -601,11 +602,15 @@ async def test_without_the_batched_path_each_message_is_published_on_its_own(
     channel: Any = OneByOne(commands.Basic.Ack(delivery_tag=1))
     results = Results()
     messages = [message(n) for n in range(3)]
-    sent = send(link, channel, messages, results)
+    sent = send(link, channel, messages, results, mandatory=True)
     assert not sent.done
     await sent.written()
     await wait_until(lambda: sent.done, timeout=10, every=0)
     assert [c["body"] for c in channel.calls] == [m.body for m in messages]
+    # The producer's defaults and the timeout reach each publish.
+    assert {
+        (c["mandatory"], c["properties"].delivery_mode, c["timeout"]) for c in channel.calls
+    } == {(True, 2, 60.0)}
     assert results.outcomes() == {m.message_id: Outcome.ACKED for m in messages}
 
 
