@@ -2,8 +2,17 @@
 
 from __future__ import annotations
 
-from aioproducer import Message
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from aioproducer import Backoff, Message
 from aioproducer._buffer import Buffer
+from aioproducer._fallback import read_messages
+from tests.fakes import FakeStore, VirtualClockLoop
+from tests.unit.test_promises import Rig
 
 
 def refused_then_dead() -> tuple[Buffer, Message]:
@@ -29,3 +38,118 @@ def test_a_dead_message_the_store_refused_is_not_offered_again() -> None:
 def test_it_still_goes_to_the_final_store_on_close() -> None:
     buffer, message = refused_then_dead()
     assert buffer.take_all() == [message]
+
+
+# -- the whole producer: the refused message found by halves, kept, then filed on close ---
+
+
+class PutRecordingStore(FakeStore):
+    """Notes the ids of every batch offered to the store, refused or not."""
+
+    puts: list[list[str]]
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        self.puts.append([m.message_id for m in messages])
+        await super().put(messages)
+
+
+@pytest.fixture
+def loop() -> Iterator[VirtualClockLoop]:
+    loop = VirtualClockLoop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def refusing_rig(loop: VirtualClockLoop, tmp_path: Path) -> tuple[Rig, PutRecordingStore]:
+    store = PutRecordingStore(loop.wall)
+    store.puts = []
+    rig = Rig(
+        loop,
+        tmp_path,
+        store=store,
+        spill_after=1.0,
+        store_backoff=Backoff(0.5, cap=0.5, jitter=0),
+        retry_backoff=Backoff(0.5, cap=0.5, jitter=0),
+    )
+    rig.broker.set_down(took=False)
+    return rig, store
+
+
+def test_the_refused_message_is_isolated_by_halves_and_the_rest_is_stored(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.spill")
+    rig, store = refusing_rig(loop, tmp_path)
+    ids = rig.burst(8)
+    culprit = store.reject = ids[5]
+    loop.drive(within=3.0)
+    # 8 refused; 0-3 stored; 4-7 refused; 4-5 refused; 4 stored; 5 refused alone; 6-7 stored.
+    assert store.puts == [ids, ids[:4], ids[4:], ids[4:6], [ids[4]], [culprit], ids[6:]]
+    assert set(store.records) == set(ids) - {culprit}
+    stats = rig.stats
+    assert (stats.unstorable, stats.spilled, stats.buffered) == (1, 7, 1)
+    assert stats.store_ok
+    refused = [
+        r for r in caplog.records if r.name == "aioproducer.spill" and r.levelno == logging.ERROR
+    ]
+    assert [r.getMessage() for r in refused] == [
+        f"producer {rig.producer.owner}: the store refused message {culprit} "
+        "(store refused it: the fake store refuses this message); it stays in memory "
+        "and goes to the fallback file on close"
+    ]
+    # Kept in memory, it is not offered to the store again.
+    loop.drive(within=5.0)
+    assert culprit not in {i for batch in store.puts[7:] for i in batch}
+    assert rig.stats.buffered == 1
+    # On close only it goes to the file, with why the store would not take it.
+    rig.close()
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    [filed] = read_messages(path)
+    assert filed.message_id == culprit
+    assert filed.last_error == "store refused it: the fake store refuses this message"
+    assert rig.stats.exported == 1
+    assert (
+        f"producer {rig.producer.owner}: store failed on close (the store refused them); "
+        f"1 messages written to {path}: import them with 'python -m aioproducer import {path}'"
+    ) in [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+def test_the_refused_message_is_published_again_once_the_broker_is_back(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig, store = refusing_rig(loop, tmp_path)
+    ids = rig.burst(3)
+    store.reject = ids[1]
+    loop.drive(within=3.0)
+    assert rig.stats.unstorable == 1
+    rig.broker.set_up()
+    loop.drive(within=3.0)
+    assert ids[1] in rig.delivered()
+    assert rig.stats.buffered == 0
+    rig.close()
+    assert not list(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+
+
+def test_messages_neither_stored_nor_filed_on_close_are_told_at_critical(
+    loop: VirtualClockLoop,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    folder = tmp_path / "fallback"
+    folder.mkdir()
+    monkeypatch.setattr("tempfile.tempdir", str(tmp_path / "no-such-folder"))
+    rig, store = refusing_rig(loop, folder)
+    ids = rig.burst(2)
+    store.reject = ids[0]
+    loop.drive(within=3.0)
+    folder.rmdir()
+    rig.close()
+    assert rig.stats.exported == 0
+    critical = [r.getMessage() for r in caplog.records if r.levelno == logging.CRITICAL]
+    assert critical == [
+        f"producer {rig.producer.owner}: 1 messages could be neither stored "
+        "(the store refused them) nor written to a file"
+    ]
