@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from aioproducer import Backoff, Message
+from aioproducer import Backoff, Message, StoreRejected
 from aioproducer._buffer import Buffer
 from aioproducer._fallback import read_messages
 from tests.fakes import FakeStore, VirtualClockLoop
@@ -153,3 +153,26 @@ def test_messages_neither_stored_nor_filed_on_close_are_told_at_critical(
         f"producer {rig.producer.owner}: 1 messages could be neither stored "
         "(the store refused them) nor written to a file"
     ]
+
+
+class WordyStore(FakeStore):
+    """Refuses the message it names with a long text, as a store's own error may be."""
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        if any(m.message_id == self.reject for m in messages):
+            raise StoreRejected("why " * 100)
+        await super().put(messages)
+
+
+def test_the_reason_a_refused_message_keeps_is_cut_to_300_characters(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = WordyStore(loop.wall)
+    rig = Rig(loop, tmp_path, store=store, spill_after=1.0)
+    rig.broker.set_down(took=False)
+    store.reject = rig.publish()
+    loop.drive(within=2.0)
+    rig.close()
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    [filed] = read_messages(path)
+    assert filed.last_error == f"store refused it: {'why ' * 100}"[:300]
