@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import itertools
 import logging
 import re
 from collections.abc import Iterator
@@ -9,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.fakes import Mode, VirtualClockLoop
+from aioproducer import Backoff, Message
+from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.unit.test_promises import Rig
 
 
@@ -77,3 +80,50 @@ def test_each_replay_is_told_with_its_own_count(
         if re.fullmatch(rf"producer {owner}: replaying \d+ stored messages", line)
     ]
     assert batches == [f"producer {owner}: replaying 1 stored messages"] * 18
+
+
+class ClaimRecordingStore(FakeStore):
+    claims: list[float]
+
+    async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
+        self.claims.append(asyncio.get_running_loop().time())
+        return await super().claim(owner, limit=limit, lease=lease)
+
+
+def gaps(times: list[float]) -> list[float]:
+    return [round(later - earlier, 3) for earlier, later in itertools.pairwise(times)]
+
+
+def test_a_failing_claim_is_retried_on_the_store_backoff_schedule_and_told(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = ClaimRecordingStore(loop.wall)
+    store.claims = []
+    rig = Rig(
+        loop,
+        tmp_path,
+        store=store,
+        replay_interval=0.25,
+        store_backoff=Backoff(0.5, cap=2.0, jitter=0),
+    )
+    for _ in range(2):
+        # Down: claims back off 0.5 s doubling to the cap, from the start each time.
+        store.set_fault(StoreFault.DOWN)
+        store.claims.clear()
+        loop.drive(within=6.0)
+        assert gaps(store.claims) == [0.5, 1.0, 2.0, 2.0]
+        # Back: once the pending pause ends, one look every replay_interval.
+        store.set_fault(StoreFault.UP)
+        store.claims.clear()
+        loop.drive(within=4.0)
+        assert len(store.claims) >= 5
+        assert set(gaps(store.claims)) == {0.25}
+    rig.close()
+    owner = rig.producer.owner
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "aioproducer.replay" and r.levelno == logging.WARNING
+    ]
+    assert f"producer {owner}: claim failed (the fake store is down); retry in 0.5s" in warnings
+    assert f"producer {owner}: claim failed (the fake store is down); retry in 2.0s" in warnings
