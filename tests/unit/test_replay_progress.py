@@ -6,12 +6,12 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from aioproducer import Backoff, Message
+from aioproducer import Backoff, Message, StoreUnavailable
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.unit.test_promises import Rig
 
@@ -30,7 +30,9 @@ def outage(rig: Rig, loop: VirtualClockLoop, count: int) -> list[str]:
     rig.broker.set_down(took=False)
     ids = rig.burst(count)
     loop.drive(within=2.0)
-    assert set(ids) <= set(rig.store.records)
+    store = rig.producer.store
+    assert isinstance(store, FakeStore)
+    assert set(ids) <= set(store.records)
     return ids
 
 
@@ -127,3 +129,57 @@ def test_a_failing_claim_is_retried_on_the_store_backoff_schedule_and_told(
     ]
     assert f"producer {owner}: claim failed (the fake store is down); retry in 0.5s" in warnings
     assert f"producer {owner}: claim failed (the fake store is down); retry in 2.0s" in warnings
+
+
+class AckFailingStore(ClaimRecordingStore):
+    """Claims work; deleting confirmed messages fails while ``ack_down`` is set."""
+
+    ack_down = False
+    acks: list[float]
+
+    async def ack(self, message_ids: Sequence[str]) -> None:
+        if self.ack_down and message_ids:
+            self.acks.append(asyncio.get_running_loop().time())
+            raise StoreUnavailable("the fake store cannot delete")
+        await super().ack(message_ids)
+
+
+def test_settling_a_replay_is_tried_five_times_then_left_to_the_leases(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = AckFailingStore(loop.wall)
+    store.claims, store.acks = [], []
+    rig = Rig(
+        loop,
+        tmp_path,
+        store=store,
+        spill_after=0.5,
+        lease=30.0,
+        replay_interval=0.05,
+        store_backoff=Backoff(0.5, cap=2.0, jitter=0),
+    )
+    ids = outage(rig, loop, 2)
+    store.ack_down = True
+    rig.broker.set_up()
+    loop.drive(within=10.0)
+    # Confirmed, but still stored: five tries, with the store backoff between them.
+    assert gaps(store.acks) == [0.5, 1.0, 2.0, 2.0]
+    assert set(ids) <= set(store.records)
+    owner = rig.producer.owner
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "aioproducer.replay"]
+    failed = (
+        logging.WARNING,
+        f"producer {owner}: settling 2 replayed messages in the store failed "
+        "(the fake store cannot delete)",
+    )
+    assert lines.count(failed) == 5
+    assert (
+        logging.ERROR,
+        f"producer {owner}: could not settle replayed messages; leases will expire",
+    ) in lines
+    # Once the leases expire they are replayed again, and deleted this time.
+    store.ack_down = False
+    loop.drive(within=30.0)
+    assert not set(ids) & set(store.records)
+    assert rig.delivered().count(ids[0]) == 2
+    rig.close()
