@@ -1,4 +1,4 @@
-"""A message the store refused is not offered to it again, dead or not."""
+"""A message the store refused: kept in memory, not offered again, filed on close; and close()."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import pytest
 from aioproducer import Backoff, Message, StoreRejected
 from aioproducer._buffer import Buffer
 from aioproducer._fallback import read_messages
-from tests.fakes import FakeStore, VirtualClockLoop
+from aioproducer._producer import CLOSE_MARGIN, STORE_ON_CLOSE
+from tests.fakes import FakeStore, StoreFault, VirtualClockLoop
 from tests.unit.test_promises import Rig
 
 
@@ -176,3 +177,25 @@ def test_the_reason_a_refused_message_keeps_is_cut_to_300_characters(
     [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
     [filed] = read_messages(path)
     assert filed.last_error == f"store refused it: {'why ' * 100}"[:300]
+
+
+def test_a_close_with_a_hung_store_keeps_its_bound_and_says_why_it_wrote_a_file(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=60.0)
+    rig.broker.set_down(took=False)
+    ids = rig.burst(3)
+    loop.drive(within=0.1)
+    rig.store.set_fault(StoreFault.HANGING)
+    started = loop.time()
+    loop.run(rig.producer.close(0.4), within=10.0)
+    # The store gets at least STORE_ON_CLOSE; close() returns within its bound.
+    assert STORE_ON_CLOSE <= loop.time() - started <= 0.4 + CLOSE_MARGIN
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    assert {m.message_id for m in read_messages(path)} == set(ids)
+    assert (
+        f"producer {rig.producer.owner}: store failed on close (no answer before the close "
+        f"deadline); 3 messages written to {path}: import them with "
+        f"'python -m aioproducer import {path}'"
+    ) in [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    rig.store.set_fault(StoreFault.UP)
