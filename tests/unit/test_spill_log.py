@@ -1,0 +1,91 @@
+"""The spiller's lines docs/logging.md lists: each stored batch, failed writes and deletes."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import pytest
+
+from aioproducer import Backoff, StoreUnavailable
+from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
+from tests.unit.test_promises import Rig
+
+
+@pytest.fixture
+def loop() -> Iterator[VirtualClockLoop]:
+    loop = VirtualClockLoop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def spill_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "aioproducer.spill" and r.levelno == level
+    ]
+
+
+def test_each_stored_batch_and_each_failed_write_is_told(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioproducer.spill")
+    rig = Rig(loop, tmp_path, spill_after=1.0, store_backoff=Backoff(0.5, cap=1.0, jitter=0))
+    rig.broker.set_down(took=False)
+    rig.store.set_fault(StoreFault.DOWN)
+    ids = rig.burst(3)
+    loop.drive(within=2.5)
+    rig.store.set_fault(StoreFault.UP)
+    loop.drive(within=2.0)
+    assert set(ids) <= set(rig.store.records)
+    owner = rig.producer.owner
+    warnings = spill_lines(caplog, logging.WARNING)
+    assert warnings[:3] == [
+        f"producer {owner}: storing 3 messages failed (the fake store is down); retry in 0.5s",
+        f"producer {owner}: storing 3 messages failed (the fake store is down); retry in 1.0s",
+        f"producer {owner}: storing 3 messages failed (the fake store is down); retry in 1.0s",
+    ]
+    [stored] = spill_lines(caplog, logging.DEBUG)
+    head, _, listed = stored.partition(": stored 3 messages: ")
+    assert head == f"producer {owner}"
+    assert sorted(listed.split(" ")) == sorted(ids)
+    rig.broker.set_up()
+    rig.close()
+
+
+class DeleteFailingStore(FakeStore):
+    async def ack(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            raise StoreUnavailable("the fake store cannot delete")
+
+
+def test_a_copy_made_redundant_by_its_confirm_is_deleted_or_the_failure_told(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    for store in (FakeStore(loop.wall), DeleteFailingStore(loop.wall)):
+        caplog.clear()
+        rig = Rig(loop, tmp_path, store=store, spill_after=0.5, confirm_timeout=3.0)
+        # Stored at 0.5 s while in flight; confirmed at 1 s: the copy is redundant.
+        rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, 1.0
+        message_id = rig.publish()
+        loop.drive(within=2.0)
+        assert rig.stats.confirmed == 1
+        warnings = spill_lines(caplog, logging.WARNING)
+        if isinstance(store, DeleteFailingStore):
+            # Left in the store, it is replayed: a duplicate, never a loss.
+            assert message_id in store.records
+            assert warnings == [
+                f"producer {rig.producer.owner}: deleting 1 confirmed copies failed "
+                "(the fake store cannot delete)"
+            ]
+            assert rig.stats.store_errors == 1
+            assert rig.stats.last_error == "store: the fake store cannot delete"
+        else:
+            assert message_id not in store.records
+            assert warnings == []
+        rig.broker.mode = Mode.ACK
+        rig.close()
