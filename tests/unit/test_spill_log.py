@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from aioproducer import Backoff, StoreUnavailable
+from aioproducer._fallback import read_messages
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.unit.test_promises import Rig
 
@@ -89,3 +90,51 @@ def test_a_copy_made_redundant_by_its_confirm_is_deleted_or_the_failure_told(
             assert warnings == []
         rig.broker.mode = Mode.ACK
         rig.close()
+
+
+def filed_line(rig: Rig, tmp_path: Path, reason: str, count: int) -> str:
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    return (
+        f"producer {rig.producer.owner}: store failed on close ({reason}); {count} messages "
+        f"written to {path}: import them with 'python -m aioproducer import {path}'"
+    )
+
+
+def test_a_close_with_the_store_down_says_why_it_wrote_a_file(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=60.0)
+    rig.broker.set_down(took=False)
+    rig.burst(2)
+    loop.drive(within=0.1)
+    rig.store.set_fault(StoreFault.DOWN)
+    rig.close()
+    assert spill_lines(caplog, logging.ERROR) == [
+        filed_line(rig, tmp_path, "the fake store is down", 2)
+    ]
+    assert rig.stats.last_error == "store: the fake store is down"
+
+
+def test_a_close_task_cancelled_while_storing_files_the_rest_and_says_so(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """As when asyncio.run() ends and cancels every task still running, close's own."""
+    rig = Rig(loop, tmp_path, spill_after=60.0)
+    rig.broker.set_down(took=False)
+    ids = rig.burst(2)
+    loop.drive(within=0.1)
+    rig.store.set_fault(StoreFault.HANGING)
+    closing = loop.create_task(rig.producer.close(30.0))
+    # Past the drain (28 s of the 30), while the store does not answer.
+    loop.drive(within=29.0)
+    closer = rig.producer._closer
+    assert closer is not None
+    closer.cancel()
+    loop.drive(within=1.0)
+    assert closing.done() and closer.cancelled()
+    assert spill_lines(caplog, logging.ERROR) == [
+        filed_line(rig, tmp_path, "close was cancelled", 2)
+    ]
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    assert {m.message_id for m in read_messages(path)} == set(ids)
+    rig.store.set_fault(StoreFault.UP)
