@@ -138,3 +138,18 @@ def test_a_close_task_cancelled_while_storing_files_the_rest_and_says_so(
     [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
     assert {m.message_id for m in read_messages(path)} == set(ids)
     rig.store.set_fault(StoreFault.UP)
+
+
+def test_a_close_that_stores_what_is_left_says_how_many(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.spill")
+    rig = Rig(loop, tmp_path, spill_after=60.0)
+    rig.broker.set_down(took=False)
+    ids = rig.burst(2)
+    loop.drive(within=0.1)
+    rig.close()
+    assert set(ids) <= set(rig.store.records)
+    assert spill_lines(caplog, logging.INFO) == [
+        f"producer {rig.producer.owner}: stored 2 messages on close"
+    ]
