@@ -13,6 +13,7 @@ import pytest
 
 from aioproducer import Backoff, Message, StoreUnavailable
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
+from tests.fakes import _release_one as release_one
 from tests.unit.test_promises import Rig
 
 
@@ -183,3 +184,26 @@ def test_settling_a_replay_is_tried_five_times_then_left_to_the_leases(
     assert not set(ids) & set(store.records)
     assert rig.delivered().count(ids[0]) == 2
     rig.close()
+
+
+def test_a_replay_cut_by_close_deletes_what_was_confirmed_and_hands_back_the_rest(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=0.5, lease=60.0, replay_batch=10)
+    ids = outage(rig, loop, 4)
+    # Back, but confirming nothing by itself: the replay of all four waits.
+    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None
+    rig.broker.set_up()
+    loop.drive(within=0.5)
+    assert len(rig.broker.pending) == 4
+    assert {r.lease_owner for r in rig.store.records.values()} == {rig.producer.owner}
+    confirmed = rig.broker.pending[0].message.message_id
+    release_one(rig.broker, rig.broker.pending[0])
+    loop.drive()
+    closed_at = loop.wall()
+    rig.close()
+    assert set(rig.store.records) == set(ids) - {confirmed}
+    for record in rig.store.records.values():
+        # Handed back, due at once: not left to wait out a 60 s lease.
+        assert record.lease_owner is None
+        assert record.message.due_at <= closed_at
