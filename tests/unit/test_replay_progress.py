@@ -207,3 +207,43 @@ def test_a_replay_cut_by_close_deletes_what_was_confirmed_and_hands_back_the_res
         # Handed back, due at once: not left to wait out a 60 s lease.
         assert record.lease_owner is None
         assert record.message.due_at <= closed_at
+
+
+def test_a_replay_caught_by_lost_connections_pauses_on_the_reconnect_backoff(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(
+        loop,
+        tmp_path,
+        spill_after=0.5,
+        replay_interval=0.05,
+        reconnect_backoff=Backoff(1.0, cap=8.0, jitter=0),
+        retry_backoff=Backoff(30.0, cap=30.0, jitter=0),
+    )
+    [message_id] = outage(rig, loop, 1)
+    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None
+
+    def replays() -> list[float]:
+        return [t for t, i, channel in rig.producer.publishes if i == message_id]
+
+    for lost in range(3):
+        rig.broker.set_up()
+        # Until the next replay of it is out (well before its confirm_timeout, 3 s)...
+        for _ in range(100):
+            loop.drive(within=0.1)
+            if len(replays()) > lost:
+                break
+        assert len(replays()) == lost + 1
+        # ...then the connection drops with it unconfirmed: not the message's fault.
+        rig.broker.set_down(took=False)
+    rig.broker.mode = Mode.ACK
+    rig.broker.set_up()
+    loop.drive(within=10.0)
+    # Due again after 1, 2, 4 s (give or take a step): the pause grows while it fails.
+    found = gaps(replays())
+    assert len(found) == 3
+    for gap, pause in zip(found, [1.0, 2.0, 4.0], strict=True):
+        assert pause <= gap <= pause + 0.15, found
+    assert rig.stats.replayed == 1
+    assert rig.store.records == {}
+    rig.close()
