@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
 
-from aioproducer import Backoff
-from tests.fakes import Mode, VirtualClockLoop
+from aioproducer import Backoff, Message
+from tests.fakes import FakeStore, Mode, VirtualClockLoop
 from tests.unit.test_promises import Rig
 
 
@@ -65,4 +65,31 @@ def test_a_copy_stored_in_flight_is_replayed_only_once_its_confirm_cannot_come(
     assert channel == "replay"
     # Stored at spill_after, due confirm_timeout later.
     assert 3.5 - 1e-6 <= again - first <= 3.5 + 0.05
+    rig.close()
+
+
+class PutRecordingStore(FakeStore):
+    puts: list[list[str]]
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        self.puts.append([m.message_id for m in messages])
+        await super().put(messages)
+
+
+@pytest.mark.parametrize(
+    ("spill_after", "later", "together"),
+    [(1.0, 0.09, True), (1.0, 0.11, False), (10.0, 0.45, True), (10.0, 0.55, False)],
+)
+def test_a_write_takes_along_what_falls_due_within_a_tenth_of_spill_after_at_most_half_a_second(
+    loop: VirtualClockLoop, tmp_path: Path, spill_after: float, later: float, together: bool
+) -> None:
+    store = PutRecordingStore(loop.wall)
+    store.puts = []
+    rig = Rig(loop, tmp_path, store=store, spill_after=spill_after)
+    rig.broker.set_down(took=False)
+    first = rig.publish()
+    loop.drive(within=later)
+    second = rig.publish()
+    loop.drive(within=spill_after + 1.0)
+    assert store.puts == ([[first, second]] if together else [[first], [second]])
     rig.close()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -199,3 +200,31 @@ def test_a_close_with_a_hung_store_keeps_its_bound_and_says_why_it_wrote_a_file(
         f"'python -m aioproducer import {path}'"
     ) in [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
     rig.store.set_fault(StoreFault.UP)
+
+
+class RefusingThenHangingStore(FakeStore):
+    """Refuses the message it names; any write without it never answers."""
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        if any(m.message_id == self.reject for m in messages):
+            raise StoreRejected("the fake store refuses this message")
+        await asyncio.Event().wait()
+
+
+def test_a_close_that_runs_out_of_time_after_a_refusal_says_it_ran_out_of_time(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    store = RefusingThenHangingStore(loop.wall)
+    rig = Rig(loop, tmp_path, store=store, spill_after=60.0)
+    rig.broker.set_down(took=False)
+    ids = rig.burst(2)
+    store.reject = ids[0]
+    loop.drive(within=0.1)
+    rig.close()
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    assert {m.message_id for m in read_messages(path)} == set(ids)
+    assert (
+        f"producer {rig.producer.owner}: store failed on close (no answer before the close "
+        f"deadline); 2 messages written to {path}: import them with "
+        f"'python -m aioproducer import {path}'"
+    ) in [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
