@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -153,3 +154,56 @@ def test_a_close_that_stores_what_is_left_says_how_many(
     assert spill_lines(caplog, logging.INFO) == [
         f"producer {rig.producer.owner}: stored 2 messages on close"
     ]
+
+
+def test_an_outage_reads_as_one_start_and_one_stop_of_spilling(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.spill")
+    rig = Rig(loop, tmp_path, spill_after=1.0)
+    rig.broker.set_down(took=False)
+    # Stored half a second apart: one episode while more messages wait for their turn.
+    for _ in range(3):
+        rig.publish()
+        loop.drive(within=0.5)
+    loop.drive(within=2.0)
+    owner = rig.producer.owner
+    assert spill_lines(caplog, logging.INFO) == [
+        f"producer {owner}: spilling to FakeStore(): messages unconfirmed after 1s",
+        f"producer {owner}: stopped spilling, 3 stored",
+    ]
+    rig.broker.set_up()
+    rig.close()
+
+
+class SlowDeleteStore(FakeStore):
+    """Deleting takes a while, as in a real database; confirms may come in meanwhile."""
+
+    async def ack(self, message_ids: Sequence[str]) -> None:
+        if message_ids:
+            await asyncio.sleep(0.3)
+        await super().ack(message_ids)
+
+
+def test_copies_made_redundant_while_others_are_deleted_are_deleted_too(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = SlowDeleteStore(loop.wall)
+    rig = Rig(loop, tmp_path, store=store, spill_after=0.5, confirm_timeout=3.0)
+    # Copies stored at 0.5 and 0.7 s while in flight; confirmed at 1.0 and 1.2 s, the
+    # second while the first copy is being deleted.
+    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, 1.0
+    first = rig.publish()
+    loop.drive(within=0.2)
+    second = rig.publish()
+    loop.drive(within=2.0)
+    assert rig.stats.confirmed == 2
+    assert not {first, second} & set(store.records)
+    # And the spiller still works: a message unconfirmed past spill_after is stored.
+    rig.broker.set_down(took=False)
+    third = rig.publish()
+    loop.drive(within=1.0)
+    assert third in store.records
+    rig.broker.mode = Mode.ACK
+    rig.broker.set_up()
+    rig.close()
