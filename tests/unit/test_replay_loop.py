@@ -1,4 +1,4 @@
-"""What replay tells: its start, its progress in a long replay, its end, per replay."""
+"""The replay loop: what it tells, how it backs off, how it settles and hands back."""
 
 from __future__ import annotations
 
