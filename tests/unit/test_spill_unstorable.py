@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from aioproducer import Backoff, Message, StoreRejected
+from aioproducer import Backoff, Message, StoreRejected, StoreUnavailable
 from aioproducer._buffer import Buffer
 from aioproducer._fallback import read_messages
 from aioproducer._producer import CLOSE_MARGIN, STORE_ON_CLOSE
@@ -228,3 +228,43 @@ def test_a_close_that_runs_out_of_time_after_a_refusal_says_it_ran_out_of_time(
         f"deadline); 2 messages written to {path}: import them with "
         f"'python -m aioproducer import {path}'"
     ) in [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+
+
+class RefusingThenFailingStore(FakeStore):
+    """Refuses ``reject``; a write of ``failing`` alone fails while ``down_alone`` is set."""
+
+    failing = ""
+    down_alone = True
+
+    async def put(self, messages: Sequence[Message]) -> None:
+        ids = {m.message_id for m in messages}
+        if ids == {self.failing} and self.down_alone:
+            raise StoreUnavailable("the fake store is down")
+        if self.reject in ids or (self.failing in ids and len(ids) > 1 and self.down_alone):
+            raise StoreRejected("the fake store refuses this message")
+        await super().put(messages)
+
+
+def test_a_write_failing_half_way_keeps_what_was_stored_and_refused_and_retries_the_rest(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = RefusingThenFailingStore(loop.wall)
+    rig = Rig(loop, tmp_path, store=store, spill_after=1.0, store_backoff=Backoff(0.5, cap=0.5))
+    rig.broker.set_down(took=False)
+    a, refused, c, failing = (f"{n}" * 32 for n in range(4))
+    store.reject, store.failing = refused, failing
+    for message_id in (a, refused, c, failing):
+        rig.publish(message_id=message_id)
+    # Halves: [a, refused] -> a stored, refused refused; [c, failing] -> c stored, then
+    # the store fails on the last one: what was stored and refused so far is settled.
+    loop.drive(within=1.2)
+    assert set(store.records) == {a, c}
+    stats = rig.stats
+    assert (stats.spilled, stats.unstorable, stats.buffered) == (2, 1, 2)
+    store.down_alone = False
+    loop.drive(within=2.0)
+    assert set(store.records) == {a, c, failing}
+    assert (rig.stats.spilled, rig.stats.buffered) == (3, 1)
+    rig.close()
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    assert [m.message_id for m in read_messages(path)] == [refused]
