@@ -231,14 +231,17 @@ def test_a_close_that_runs_out_of_time_after_a_refusal_says_it_ran_out_of_time(
 
 
 class RefusingThenFailingStore(FakeStore):
-    """Refuses ``reject``; a write of ``failing`` alone fails while ``down_alone`` is set."""
+    """Refuses ``reject``; a write of ``failing`` alone fails (or hangs) while ``down_alone``."""
 
     failing = ""
     down_alone = True
+    hang = False
 
     async def put(self, messages: Sequence[Message]) -> None:
         ids = {m.message_id for m in messages}
         if ids == {self.failing} and self.down_alone:
+            if self.hang:
+                await asyncio.Event().wait()
             raise StoreUnavailable("the fake store is down")
         if self.reject in ids or (self.failing in ids and len(ids) > 1 and self.down_alone):
             raise StoreRejected("the fake store refuses this message")
@@ -246,10 +249,12 @@ class RefusingThenFailingStore(FakeStore):
 
 
 def test_a_write_failing_half_way_keeps_what_was_stored_and_refused_and_retries_the_rest(
-    loop: VirtualClockLoop, tmp_path: Path
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     store = RefusingThenFailingStore(loop.wall)
-    rig = Rig(loop, tmp_path, store=store, spill_after=1.0, store_backoff=Backoff(0.5, cap=0.5))
+    rig = Rig(
+        loop, tmp_path, store=store, spill_after=1.0, store_backoff=Backoff(0.5, cap=0.5, jitter=0)
+    )
     rig.broker.set_down(took=False)
     a, refused, c, failing = (f"{n}" * 32 for n in range(4))
     store.reject, store.failing = refused, failing
@@ -257,10 +262,15 @@ def test_a_write_failing_half_way_keeps_what_was_stored_and_refused_and_retries_
         rig.publish(message_id=message_id)
     # Halves: [a, refused] -> a stored, refused refused; [c, failing] -> c stored, then
     # the store fails on the last one: what was stored and refused so far is settled.
+    caplog.set_level(logging.WARNING, logger="aioproducer.spill")
     loop.drive(within=1.2)
     assert set(store.records) == {a, c}
     stats = rig.stats
     assert (stats.spilled, stats.unstorable, stats.buffered) == (2, 1, 2)
+    assert (
+        f"producer {rig.producer.owner}: storing 1 messages failed (the fake store is down); "
+        "retry in 0.5s"
+    ) in [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     store.down_alone = False
     loop.drive(within=2.0)
     assert set(store.records) == {a, c, failing}
@@ -268,3 +278,25 @@ def test_a_write_failing_half_way_keeps_what_was_stored_and_refused_and_retries_
     rig.close()
     [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
     assert [m.message_id for m in read_messages(path)] == [refused]
+
+
+def test_a_write_cut_by_close_half_way_keeps_what_was_stored_and_files_the_rest(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = RefusingThenFailingStore(loop.wall)
+    store.hang = True
+    rig = Rig(loop, tmp_path, store=store, spill_after=1.0)
+    rig.broker.set_down(took=False)
+    a, refused, c, hanging = (f"{n}" * 32 for n in range(4))
+    store.reject, store.failing = refused, hanging
+    for message_id in (a, refused, c, hanging):
+        rig.publish(message_id=message_id)
+    # a and c stored, refused refused, and the write of the last one never answers...
+    loop.drive(within=1.2)
+    assert set(store.records) == {a, c}
+    # ...when close stops the spiller: the messages it had are stored or go to the file.
+    rig.close()
+    stats = rig.stats
+    assert (stats.spilled, stats.unstorable, stats.exported) == (2, 1, 2)
+    [path] = sorted(tmp_path.glob("aioproducer-unsent-*.jsonl"))
+    assert {m.message_id for m in read_messages(path)} == {refused, hanging}
