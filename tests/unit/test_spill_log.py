@@ -210,3 +210,23 @@ def test_copies_made_redundant_while_others_are_deleted_are_deleted_too(
     rig.broker.mode = Mode.ACK
     rig.broker.set_up()
     rig.close()
+
+
+def test_after_a_store_write_works_the_store_backoff_starts_again(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=1.0, store_backoff=Backoff(0.5, cap=4.0, jitter=0))
+    rig.broker.set_down(took=False)
+    delays = []
+    for _ in range(2):
+        caplog.clear()
+        rig.store.set_fault(StoreFault.DOWN)
+        rig.publish()
+        loop.drive(within=3.0)
+        rig.store.set_fault(StoreFault.UP)
+        loop.drive(within=4.0)
+        assert rig.stats.buffered == 0
+        delays.append([line.rpartition(" ")[2] for line in spill_lines(caplog, logging.WARNING)])
+    assert delays == [["0.5s", "1.0s", "2.0s"]] * 2
+    rig.broker.set_up()
+    rig.close()
