@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aioproducer import Backoff, Message, StoreUnavailable
+from aioproducer._producer import CLOSE_MARGIN
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.fakes import _release_one as release_one
 from tests.unit.test_promises import Rig
@@ -247,3 +248,44 @@ def test_a_replay_caught_by_lost_connections_pauses_on_the_reconnect_backoff(
     assert rig.stats.replayed == 1
     assert rig.store.records == {}
     rig.close()
+
+
+def test_after_a_batch_that_went_well_replay_claims_replay_batch_again(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioproducer.replay")
+    rig = Rig(loop, tmp_path, spill_after=0.5, replay_batch=10)
+    outage(rig, loop, 25)
+    rig.broker.set_up()
+    loop.drive(within=2.0)
+    assert rig.stats.replayed == 25
+    owner = rig.producer.owner
+    batches = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.DEBUG
+        and re.fullmatch(r".*: replaying \d+ stored messages", r.getMessage())
+    ]
+    assert batches == [f"producer {owner}: replaying {n} stored messages" for n in (10, 10, 5)]
+    rig.close()
+
+
+@pytest.mark.parametrize("fault", [StoreFault.DOWN, StoreFault.HANGING])
+def test_a_replay_cut_by_close_with_the_store_failing_leaves_its_messages_to_the_leases(
+    loop: VirtualClockLoop, tmp_path: Path, fault: StoreFault
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=0.5, lease=60.0)
+    ids = outage(rig, loop, 3)
+    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None
+    rig.broker.set_up()
+    loop.drive(within=0.5)
+    assert len(rig.broker.pending) == 3
+    rig.store.set_fault(fault)
+    started = loop.time()
+    loop.run(rig.producer.close(1.0), within=10.0)
+    # close() keeps its bound, raises nothing and leaves no task of the producer
+    # running (replay gives up handing its claim back); the messages stay stored.
+    assert loop.time() - started <= 1.0 + CLOSE_MARGIN
+    assert not asyncio.all_tasks(loop)
+    assert set(ids) <= set(rig.store.records)
+    rig.store.set_fault(StoreFault.UP)
