@@ -221,32 +221,41 @@ def test_a_replay_caught_by_lost_connections_pauses_on_the_reconnect_backoff(
         reconnect_backoff=Backoff(1.0, cap=8.0, jitter=0),
         retry_backoff=Backoff(30.0, cap=30.0, jitter=0),
     )
-    [message_id] = outage(rig, loop, 1)
-    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None
 
-    def replays() -> list[float]:
-        return [t for t, i, channel in rig.producer.publishes if i == message_id]
+    def replay_losing(message_id: str, losses: int) -> list[float]:
+        """Replay ``message_id``, dropping the connection under it ``losses`` times."""
+        rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None
 
-    for lost in range(3):
+        def replays() -> list[float]:
+            return [t for t, i, channel in rig.producer.publishes if i == message_id]
+
+        for lost in range(losses):
+            rig.broker.set_up()
+            # Until the next replay of it is out (well before its confirm_timeout, 3 s)...
+            for _ in range(100):
+                loop.drive(within=0.1)
+                if len(replays()) > lost:
+                    break
+            assert len(replays()) == lost + 1
+            # ...then the connection drops with it unconfirmed: not the message's fault.
+            rig.broker.set_down(took=False)
+        rig.broker.mode = Mode.ACK
         rig.broker.set_up()
-        # Until the next replay of it is out (well before its confirm_timeout, 3 s)...
-        for _ in range(100):
-            loop.drive(within=0.1)
-            if len(replays()) > lost:
-                break
-        assert len(replays()) == lost + 1
-        # ...then the connection drops with it unconfirmed: not the message's fault.
-        rig.broker.set_down(took=False)
-    rig.broker.mode = Mode.ACK
-    rig.broker.set_up()
-    loop.drive(within=10.0)
-    # Due again after 1, 2, 4 s (give or take a step): the pause grows while it fails.
-    found = gaps(replays())
+        loop.drive(within=10.0)
+        assert message_id not in rig.store.records
+        return gaps(replays())
+
+    # Due again after 1, 2, 4 s (give or take a step): the pause grows while it fails...
+    [first] = outage(rig, loop, 1)
+    found = replay_losing(first, 3)
     assert len(found) == 3
     for gap, pause in zip(found, [1.0, 2.0, 4.0], strict=True):
         assert pause <= gap <= pause + 0.15, found
-    assert rig.stats.replayed == 1
-    assert rig.store.records == {}
+    # ...and starts again from its base once a replay went well.
+    [second] = outage(rig, loop, 1)
+    [gap] = replay_losing(second, 1)
+    assert 1.0 <= gap <= 1.15
+    assert rig.stats.replayed == 2
     rig.close()
 
 
