@@ -576,7 +576,12 @@ class FakeStore:
         await self._enter()
         for message in messages:
             record = self.records.get(message.message_id)
-            if record is None or record.lease_token != message.lease_token:
+            # As the SQLite and MongoDB stores: the claim's token, under its owner's name.
+            if (
+                record is None
+                or record.lease_token != message.lease_token
+                or record.lease_owner != owner
+            ):
                 continue
             record.message.attempts = max(record.message.attempts, message.attempts)
             record.message.last_error = message.last_error
