@@ -114,7 +114,10 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
     """
     cfg = Config.from_env() if config is None else config
     app = Quart(__name__, static_folder=str(_STATIC))
-    dashboard_csp = content_security_policy((_STATIC / "dashboard.html").read_text())
+    # Read once and served from memory: a file opened per request could be left to the
+    # garbage collector when a client hangs up mid-response.
+    dashboard_html = (_STATIC / "dashboard.html").read_text()
+    dashboard_csp = content_security_policy(dashboard_html)
     # Read bodies a little past the publish limit, so MessageTooLarge reports the real size.
     app.config["MAX_CONTENT_LENGTH"] = cfg.max_message_size + 65_536
     app.config["DEMO"] = cfg
@@ -268,7 +271,7 @@ def create_app(config: Config | None = None, *, store: Store | None = None) -> Q
 
     @app.get("/")
     async def dashboard() -> Response:
-        response = await app.send_static_file("dashboard.html")
+        response = Response(dashboard_html, content_type="text/html; charset=utf-8")
         response.headers["Cache-Control"] = "no-cache"
         return response
 
