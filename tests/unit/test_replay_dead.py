@@ -44,3 +44,36 @@ def test_a_dead_message_the_store_could_not_mark_stays_stored(tmp_path: Path) ->
         loop.run(producer.close(0.0), within=5.0)
     finally:
         loop.close()
+
+
+def test_each_replayed_message_kept_as_dead_is_counted_and_reported(tmp_path: Path) -> None:
+    loop = VirtualClockLoop()
+    try:
+        store = FakeStore(loop.wall)
+        ids = ["a", "b", "c"]
+        loop.run(
+            store.put([Message(i, b"x", "", "q", "text/plain", timestamp=loop.wall()) for i in ids])
+        )
+        producer = FakeLinkProducer(
+            "amqp://guest:guest@127.0.0.1:1/",
+            store=store,
+            max_attempts=1,
+            lease=30.0,
+            confirm_timeout=3.0,
+            replay_batch=1,
+            fallback_dir=tmp_path,
+        )
+        producer.broker = FakeBroker(poison={i: Mode.NACK for i in ids})
+        moves: list[tuple[str, State]] = []
+        producer._observer = lambda message, state: moves.append((message.message_id, state))
+        producer._wall = loop.wall
+        loop.run(producer.start())
+        # One message a batch: three batches, each with its message nacked on its last
+        # attempt and kept as dead.
+        loop.drive(within=20.0)
+        assert producer.stats().dead == 3
+        assert sorted(i for i, state in moves if state is State.DEAD) == ids
+        assert all(store.records[i].message.dead for i in ids)
+        loop.run(producer.close(0.0), within=5.0)
+    finally:
+        loop.close()
