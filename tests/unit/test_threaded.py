@@ -355,14 +355,18 @@ def run_child(tmp_path: Path, *, sigterm: bool, db: Path | None = None) -> tuple
         CHILD.format(url=NO_BROKER, db=str(db), dir=str(tmp_path), sigterm=sigterm)
     )
     lines: list[str] = []
-    with subprocess.Popen(
-        [sys.executable, "-c", script],
-        cwd=ROOT,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    ) as child:
+    errors = tmp_path / "child.stderr"
+    with (
+        errors.open("w") as stderr,
+        subprocess.Popen(
+            [sys.executable, "-c", script],
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        ) as child,
+    ):
         assert child.stdout is not None
         for line in child.stdout:
             if line.strip() == "ready":
@@ -370,7 +374,11 @@ def run_child(tmp_path: Path, *, sigterm: bool, db: Path | None = None) -> tuple
                     child.send_signal(signal.SIGTERM)
                 continue
             lines.append(line.strip())
-        return child.wait(timeout=60), lines
+        code = child.wait(timeout=60)
+    if code not in (0, 128 + signal.SIGTERM):
+        # What the child printed says why; the caller's assertion on the code fails.
+        print(f"child exited {code}; its stderr:\n{errors.read_text()[-4000:]}")
+    return code, lines
 
 
 def test_atexit_stores_what_is_left(tmp_path: Path) -> None:
