@@ -24,7 +24,6 @@ import os
 import tempfile
 import time
 from collections import Counter
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ import aio_pika
 
 from aioproducer import Backoff, Producer, SQLiteStore
 from tests.broker import drain, wait_for_ids
-from tests.cluster import Cluster
+from tests.cluster import Cluster, more_confirms
 from tests.load import Load, steady_load
 from tests.waiting import store_is_empty, wait_until
 
@@ -83,14 +82,8 @@ class Row:
 async def live_confirm_elsewhere(producer: Producer, left: str, since: float) -> float:
     """Seconds from ``since`` to a live confirm over a connection to a node but ``left``."""
     await wait_until(lambda: producer.stats().broker not in (None, left), timeout=60, what="a move")
-    before = producer.stats().confirmed
-    await wait_until(lambda: producer.stats().confirmed > before, timeout=60, what="a confirm")
+    await wait_until(more_confirms(producer, 1), timeout=60, what="a confirm")
     return time.perf_counter() - since
-
-
-def more_confirms(producer: Producer, more: int) -> Callable[[], bool]:
-    target = producer.stats().confirmed + more
-    return lambda: producer.stats().confirmed >= target
 
 
 async def fresh_queue(cluster: Cluster) -> str:

@@ -20,8 +20,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from aioproducer import Producer
 
 BASE = Path(os.environ.get("AIOPRODUCER_CLUSTER_BASE", "/tmp/aioproducer-cluster"))
 #: Seconds a node may take to boot on a busy two-core machine.
@@ -280,6 +283,16 @@ class Cluster:
         """Kill every node (never fails, never waits on the broker)."""
         for node in self.nodes:
             node.kill()
+
+
+def more_confirms(producer: Producer, count: int) -> Callable[[], bool]:
+    """A condition for :func:`wait_until`: ``count`` more confirms of live publishes.
+
+    Live ones only: a live channel that the broker nacks for good while the replay
+    channel drains the store would otherwise pass for a working one.
+    """
+    target = producer.stats().confirmed + count
+    return lambda: producer.stats().confirmed >= target
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import atexit
 import os
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import aio_pika
@@ -22,7 +22,7 @@ import pytest
 
 from aioproducer import Producer, SQLiteStore
 from tests.broker import drain, wait_for_ids
-from tests.cluster import Cluster, Node
+from tests.cluster import Cluster, Node, more_confirms
 from tests.integration.conftest import ProducerFactory
 from tests.load import Load, steady_load
 from tests.waiting import store_is_empty, wait_until
@@ -102,16 +102,6 @@ class Figures:
             f"(cpu {self.longest_publish_cpu * 1e6:.0f}us) "
             f"fault_to_first_confirm_elsewhere=[{moves}]"
         )
-
-
-def more_confirms(producer: Producer, count: int) -> Callable[[], bool]:
-    """A condition for :func:`wait_until`: ``count`` more confirms of live publishes.
-
-    Live ones only: a live channel that the broker nacks for good while the replay
-    channel drains the store would otherwise pass for a working one.
-    """
-    target = producer.stats().confirmed + count
-    return lambda: producer.stats().confirmed >= target
 
 
 def connected_node(cluster: Cluster, producer: Producer) -> Node:

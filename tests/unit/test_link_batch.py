@@ -50,6 +50,26 @@ def message(n: int, *, routing_key: str = "q", mandatory: bool | None = None) ->
     )
 
 
+def returned_with(delivery: Any) -> aiormq.abc.DeliveredMessage:
+    return aiormq.abc.DeliveredMessage(
+        delivery=delivery,
+        header=None,  # type: ignore[arg-type]
+        body=b"",
+        channel=None,  # type: ignore[arg-type]
+    )
+
+
+class Hanging:
+    """A channel whose ``basic_publish`` never returns; ``started`` is set when called."""
+
+    def __init__(self, started: asyncio.Event) -> None:
+        self.started = started
+
+    async def basic_publish(self, body: bytes, **kwargs: Any) -> Any:
+        self.started.set()
+        await asyncio.Event().wait()
+
+
 class Channel:
     """The attributes and methods of an aiormq channel the batched path uses."""
 
@@ -153,12 +173,7 @@ async def test_acks_nacks_returns_and_errors_each_settle_their_own_message(
     entries = channel.confirmations
     entries[1].set_result(commands.Basic.Ack(delivery_tag=1))
     entries[2].set_exception(aiormq.exceptions.DeliveryError(None, commands.Basic.Nack(2)))
-    returned = aiormq.abc.DeliveredMessage(
-        delivery=commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"),
-        header=None,  # type: ignore[arg-type]
-        body=b"",
-        channel=None,  # type: ignore[arg-type]
-    )
+    returned = returned_with(commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"))
     entries[3].set_result(returned)
     entries[4].set_result(commands.Basic.Nack(delivery_tag=4))
     assert not sent.done
@@ -391,12 +406,7 @@ async def publish_one(link: AmqpLink, answer: Any, m: Message | None = None) -> 
 
 
 async def test_publish_one_at_a_time_maps_each_answer(link: AmqpLink) -> None:
-    returned = aiormq.abc.DeliveredMessage(
-        delivery=commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"),
-        header=None,  # type: ignore[arg-type]
-        body=b"",
-        channel=None,  # type: ignore[arg-type]
-    )
+    returned = returned_with(commands.Basic.Return(reply_code=312, reply_text="NO_ROUTE"))
     assert await publish_one(link, commands.Basic.Ack(delivery_tag=1)) == Result(Outcome.ACKED)
     assert await publish_one(link, returned) == Result(Outcome.RETURNED, "312 NO_ROUTE", 312)
     assert await publish_one(link, commands.Basic.Nack(delivery_tag=1)) == Result(
@@ -433,12 +443,7 @@ async def test_publish_one_at_a_time_sends_the_message_with_its_settings(link: A
 async def test_a_publish_whose_task_is_cancelled_is_cancelled(link: AmqpLink) -> None:
     started = asyncio.Event()
 
-    class Hanging:
-        async def basic_publish(self, body: bytes, **kwargs: Any) -> Any:
-            started.set()
-            await asyncio.Event().wait()
-
-    hanging: Any = Hanging()
+    hanging: Any = Hanging(started)
     task = asyncio.create_task(
         link.publish(hanging, message(1), mandatory=False, persistent=True, timeout=60)
     )
@@ -620,12 +625,7 @@ async def test_an_abandoned_one_by_one_send_stops_its_publishes(
     monkeypatch.setattr("aioproducer._connection.BATCHED", False)
     started = asyncio.Event()
 
-    class Hanging:
-        async def basic_publish(self, body: bytes, **kwargs: Any) -> Any:
-            started.set()
-            await asyncio.Event().wait()
-
-    hanging: Any = Hanging()
+    hanging: Any = Hanging(started)
     results = Results()
     sent = send(link, hanging, [message(1), message(2)], results)
     await started.wait()
@@ -633,15 +633,6 @@ async def test_an_abandoned_one_by_one_send_stops_its_publishes(
     sent.abandon()
     await wait_until(lambda: sent.done, timeout=10, every=0)
     assert results.seen == []
-
-
-def returned_with(delivery: Any) -> aiormq.abc.DeliveredMessage:
-    return aiormq.abc.DeliveredMessage(
-        delivery=delivery,
-        header=None,  # type: ignore[arg-type]
-        body=b"",
-        channel=None,  # type: ignore[arg-type]
-    )
 
 
 #: A returned message whose frame carries no code or text, and one with empty ones.
