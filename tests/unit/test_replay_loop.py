@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from aioproducer import Backoff, Message, StoreUnavailable
+from aioproducer._link import Outcome, Result
 from aioproducer._producer import CLOSE_MARGIN
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.fakes import _release_one as release_one
@@ -264,7 +265,7 @@ def test_after_a_batch_that_went_well_replay_claims_replay_batch_again(
 ) -> None:
     caplog.set_level(logging.DEBUG, logger="aioproducer.replay")
     rig = Rig(loop, tmp_path, spill_after=0.5, replay_batch=10)
-    outage(rig, loop, 25)
+    ids = outage(rig, loop, 25)
     rig.broker.set_up()
     loop.drive(within=2.0)
     assert rig.stats.replayed == 25
@@ -276,6 +277,15 @@ def test_after_a_batch_that_went_well_replay_claims_replay_batch_again(
         and re.fullmatch(r".*: replaying \d+ stored messages", r.getMessage())
     ]
     assert batches == [f"producer {owner}: replaying {n} stored messages" for n in (10, 10, 5)]
+    # One line of confirmed ids a batch, the ids apart by single spaces.
+    prefix = f"producer {owner}: replayed and confirmed "
+    confirmed = [
+        r.getMessage().removeprefix(prefix).split(" ")
+        for r in caplog.records
+        if r.getMessage().startswith(prefix)
+    ]
+    assert [len(ids) for ids in confirmed] == [10, 10, 5]
+    assert sorted(itertools.chain(*confirmed)) == sorted(ids)
     rig.close()
 
 
@@ -298,3 +308,52 @@ def test_a_replay_cut_by_close_with_the_store_failing_leaves_its_messages_to_the
     assert not asyncio.all_tasks(loop)
     assert set(ids) <= set(rig.store.records)
     rig.store.set_fault(StoreFault.UP)
+
+
+class SettleHangsOnce(FakeStore):
+    """A store whose first ack after :attr:`armed` is set waits until it is cancelled."""
+
+    armed = False
+
+    async def ack(self, message_ids: Sequence[str]) -> None:
+        if self.armed:
+            self.armed = False
+            await asyncio.Event().wait()
+        await super().ack(message_ids)
+
+
+def test_a_close_while_a_replay_is_settled_still_deletes_and_hands_back(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = SettleHangsOnce(loop.wall)
+    rig = Rig(
+        loop,
+        tmp_path,
+        store=store,
+        spill_after=0.5,
+        lease=60.0,
+        retry_backoff=Backoff(30.0, cap=30.0, jitter=0),
+    )
+    ids = outage(rig, loop, 3)
+    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None
+    rig.broker.set_up()
+    loop.drive(within=0.5)
+    assert len(rig.broker.pending) == 3
+    # Two confirmed, one nacked: the replay settles them in the store, which hangs.
+    store.armed = True
+    first, second, third = rig.broker.pending
+    release_one(rig.broker, first)
+    release_one(rig.broker, second)
+    rig.broker.pending.remove(third)
+    third.confirm.set_result(Result(Outcome.NACKED, "nacked by the broker"))
+    loop.drive(within=0.1)
+    assert not store.armed and set(ids) <= set(store.records)
+    closed_at = loop.wall()
+    rig.close()
+    # close() cancelled the hung settle; one quick try did what it was to do.
+    nacked = third.message.message_id
+    assert set(store.records) == {nacked}
+    record = store.records[nacked]
+    assert record.lease_owner is None
+    assert record.message.attempts == 1
+    assert record.message.due_at >= closed_at + 29.0

@@ -195,3 +195,62 @@ async def test_a_message_that_fails_for_itself_does_not_stall_its_batch(tmp_path
     await producer.close(timeout=1)
     assert "m2" not in link.confirmed and producer.stats().failed == 1
     assert attempts(tmp_path / "s.db") == {"m2": 1}
+
+
+class ClaimLog(SQLiteStore):
+    """A SQLite store that records each claim that found messages: its limit and ids."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path)
+        self.claims: list[tuple[int, list[str]]] = []
+
+    async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
+        claimed = await super().claim(owner, limit=limit, lease=lease)
+        if claimed:
+            self.claims.append((limit, [m.message_id for m in claimed]))
+        return claimed
+
+
+async def test_after_an_unnamed_channel_error_replay_goes_one_at_a_time_for_a_batch(
+    tmp_path: Path,
+) -> None:
+    def rule(message: Message, in_flight: list[Message]) -> Result:
+        if any(m.message_id == "m3" for m in in_flight):
+            return Result(Outcome.CHANNEL_ERROR, "PRECONDITION_FAILED", 406)
+        return ACKED
+
+    link = ScriptedLink(rule)
+    seed = SQLiteStore(tmp_path / "s.db")
+    await seed.put([stored(n) for n in range(8)])
+    await seed.close()
+    store = ClaimLog(tmp_path / "s.db")
+    producer = ScriptedProducer(
+        link,
+        store=store,
+        replay_batch=4,
+        replay_interval=0.05,
+        retry_backoff=Backoff(base=60, cap=60),
+        fallback_dir=tmp_path,
+    )
+    await producer.start()
+    good = {f"m{n}" for n in range(8)} - {"m3"}
+    await wait_until(lambda: set(link.confirmed) == good, what="every other message confirmed")
+    await producer.close(timeout=1)
+    # The batch of four broke its channel with no culprit named: as many messages as it
+    # held go alone, one for each that went through (those due since the start first),
+    # and a second batch with the culprit in it starts the count again. The culprit,
+    # alone, is held back and does not count; then batches of four again, empty here.
+    assert store.claims == [
+        (4, ["m0", "m1", "m2", "m3"]),
+        (1, ["m4"]),
+        (1, ["m5"]),
+        (1, ["m6"]),
+        (1, ["m7"]),
+        (4, ["m0", "m1", "m2", "m3"]),
+        (1, ["m0"]),
+        (1, ["m1"]),
+        (1, ["m2"]),
+        (1, ["m3"]),
+    ]
+    assert set(link.confirmed.values()) == {1}
+    assert attempts(tmp_path / "s.db") == {"m3": 1}
