@@ -51,6 +51,20 @@ OPERATIONS: dict[str, Operation] = {
     "backlog": lambda store, m: store.backlog(),
 }
 
+
+async def _scan(store: Store) -> list[Message]:
+    return [m async for m in store.scan()]
+
+
+#: The operations tools use (the CLI's list, show, requeue and purge).
+TOOL_OPERATIONS: dict[str, Operation] = {
+    "scan": lambda store, m: _scan(store),
+    "get": lambda store, m: store.get(m.message_id),
+    "by_key": lambda store, m: store.by_key(),
+    "requeue": lambda store, m: store.requeue([m.message_id], routing_key="r"),
+    "purge_dead": lambda store, m: store.purge_dead([m.message_id]),
+}
+
 SECRET = "Bearer s3cr3t-t0ken-4f9a"
 SECRET_BODY = b"card=4111111111111111"
 
@@ -111,12 +125,13 @@ async def settle_aiosqlite_threads() -> None:
 
 
 @pytest.mark.parametrize("how", ["missing-directory", "not-a-database"])
-@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("operation", [*OPERATIONS, *TOOL_OPERATIONS])
 async def test_sqlite_broken_file_is_unavailable(tmp_path: Path, operation: str, how: str) -> None:
     store = SQLiteStore(broken_sqlite_path(tmp_path, how))
+    call = OPERATIONS.get(operation) or TOOL_OPERATIONS[operation]
     try:
         with pytest.raises(StoreUnavailable, match=rf"SQLite {operation} on .* failed") as raised:
-            await OPERATIONS[operation](store, Messages(FakeClock())())
+            await call(store, Messages(FakeClock())())
         assert isinstance(raised.value, ProducerError)
         assert isinstance(raised.value.__cause__, sqlite3.Error | OSError)
         assert_clean(raised.value)
@@ -161,14 +176,68 @@ async def test_sqlite_refuses_values_it_cannot_hold(
     await store.close()
 
 
+def _coded(cls: type[sqlite3.Error], text: str, code: str | None) -> sqlite3.Error:
+    error = cls(text)
+    if code is not None:
+        error.sqlite_errorname = code  # as sqlite3 sets it on the errors it raises
+    return error
+
+
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        pytest.param(
+            _coded(sqlite3.OperationalError, "disk I/O error", "SQLITE_IOERR_FSYNC"),
+            "unavailable: OperationalError SQLITE_IOERR_FSYNC: disk I/O error",
+            id="coded",
+        ),
+        pytest.param(
+            _coded(sqlite3.IntegrityError, "NOT NULL constraint failed", None),
+            "refused: IntegrityError: NOT NULL constraint failed",
+            id="no-code",
+        ),
+        pytest.param(
+            _coded(sqlite3.OperationalError, "", "SQLITE_FULL"),
+            "unavailable: OperationalError SQLITE_FULL",
+            id="no-text",
+        ),
+        pytest.param(
+            _coded(sqlite3.DataError, "too big " * 20, "SQLITE_TOOBIG"),
+            "refused: DataError SQLITE_TOOBIG: " + ("too big " * 20)[:97] + "...",
+            id="long-text-cut-to-100",
+        ),
+        pytest.param(
+            UnicodeEncodeError("utf-8", SECRET, 0, 1, "surrogates not allowed"),
+            "refused: UnicodeEncodeError",
+            id="unicode-class-only",
+        ),
+        pytest.param(OverflowError(SECRET), "refused: OverflowError", id="overflow-class-only"),
+        pytest.param(
+            ConnectionResetError(104, "reset by peer"),
+            "unavailable: ConnectionResetError: [Errno 104] reset by peer",
+            id="os-error",
+        ),
+        pytest.param(RuntimeError(SECRET), "RuntimeError", id="anything-else-class-only"),
+    ],
+)
+def test_sqlite_error_text_is_class_code_and_the_start_of_sqlites_own(
+    error: Exception, text: str
+) -> None:
+    path = "/var/lib/" + "spill/" * 30 + "spill.db"
+    translated = SQLiteStore(path)._translate(error, "put")
+    where = f"SQLite put on {path[:117]}... failed"
+    assert str(translated) == f"{where}: {text}"
+
+
 # MongoDB: the real driver, against a server that is not there
 
 
-@pytest.mark.parametrize("operation", OPERATIONS)
+@pytest.mark.parametrize("operation", [*OPERATIONS, *TOOL_OPERATIONS])
 async def test_mongo_server_unreachable_is_unavailable(tmp_path: Path, operation: str) -> None:
     store = MongoStore.from_url(unreachable_url(tmp_path), timeoutMS=100)
+    call = OPERATIONS.get(operation) or TOOL_OPERATIONS[operation]
     with pytest.raises(StoreUnavailable, match=rf"MongoDB {operation} on .* failed") as raised:
-        await OPERATIONS[operation](store, secret_message(Messages(FakeClock())))
+        await call(store, secret_message(Messages(FakeClock())))
     assert isinstance(raised.value.__cause__, PyMongoError)
     assert_clean(raised.value)
     await store.close()

@@ -25,6 +25,7 @@ async def test_scan_reads_every_message_in_id_order_across_batches(
     await store.put([*live, *dead])
     everything = sorted(m.message_id for m in [*live, *dead])
     assert await _all(store, batch=2) == everything
+    assert await _all(store, batch=3) == everything
     assert await _all(store, dead=True, batch=2) == sorted(m.message_id for m in dead)
     assert await _all(store, dead=False) == sorted(m.message_id for m in live)
     scanned = [m async for m in store.scan(dead=True)]
@@ -65,6 +66,7 @@ async def test_requeue_makes_dead_messages_due_with_no_attempts(
     await store.put([*dead, live])
     requeued = await store.requeue([dead[0].message_id, live.message_id, "missing"])
     assert requeued == 1
+    assert await store.requeue([]) == 0
     again = await store.get(dead[0].message_id)
     assert again is not None and not again.dead and again.attempts == 0
     assert again.due_at <= clock()
@@ -91,4 +93,5 @@ async def test_purge_dead_deletes_only_dead_messages(store: Store, messages: Mes
     assert await store.purge_dead([dead[0].message_id, live[0].message_id]) == 1
     assert await store.purge_dead([]) == 0
     assert await store.purge_dead() == 2
+    assert await store.purge_dead() == 0
     assert sorted(await _all(store)) == sorted(m.message_id for m in live)
