@@ -254,3 +254,32 @@ async def test_after_an_unnamed_channel_error_replay_goes_one_at_a_time_for_a_ba
     ]
     assert set(link.confirmed.values()) == {1}
     assert attempts(tmp_path / "s.db") == {"m3": 1}
+
+
+async def test_a_batch_with_a_missing_confirm_waits_out_the_pause_whole(tmp_path: Path) -> None:
+    # m0's confirm never comes; the others are caught by a channel error naming no one.
+    def rule(message: Message, in_flight: list[Message]) -> Result:
+        if message.message_id == "m0":
+            return Result(Outcome.TIMEOUT, "no confirm")
+        if any(m.message_id == "m3" for m in in_flight):
+            return Result(Outcome.CHANNEL_ERROR, "PRECONDITION_FAILED", 406)
+        return ACKED
+
+    link = ScriptedLink(rule)
+    producer = await replaying(
+        link,
+        tmp_path,
+        [stored(n) for n in range(4)],
+        replay_batch=4,
+        retry_backoff=Backoff(base=60, cap=60),
+    )
+    await wait_until(
+        lambda: producer.stats().retried == 1 and producer.stats().channel_errors == 3,
+        what="the batch settled",
+    )
+    await producer.close(timeout=1)
+    # Every message of the batch, those due again at once after the channel error too,
+    # waits for the pause: the slow broker is not sent any of them again meanwhile.
+    later = time.time() + 20
+    assert set(link.published.values()) == {1}
+    assert all(due >= later for due in due_times(tmp_path / "s.db").values())
