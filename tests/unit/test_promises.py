@@ -358,12 +358,14 @@ def test_generated_message_ids_are_32_lowercase_hex_digits(
     rig.close()
 
 
-def test_persistent_sets_the_delivery_mode(loop: VirtualClockLoop, tmp_path: Path) -> None:
-    seen: list[bool] = []
+def test_persistent_sets_the_delivery_mode_live_and_on_replay(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    seen: list[tuple[str, bool]] = []
 
     class ModeLink(FakeLink):
         async def publish(self, channel: Any, message: Message, **kwargs: Any) -> Result:
-            seen.append(kwargs["persistent"])
+            seen.append((str(channel), kwargs["persistent"]))
             return await super().publish(channel, message, **kwargs)
 
     class ModeProducer(FakeLinkProducer):
@@ -372,14 +374,46 @@ def test_persistent_sets_the_delivery_mode(loop: VirtualClockLoop, tmp_path: Pat
 
     for persistent in (True, False):
         producer = ModeProducer(
-            NOWHERE, store=FakeStore(loop.wall), persistent=persistent, fallback_dir=tmp_path
+            NOWHERE,
+            store=FakeStore(loop.wall),
+            persistent=persistent,
+            spill_after=0.5,
+            replay_interval=0.1,
+            fallback_dir=tmp_path,
         )
-        producer.broker = FakeBroker()
+        producer.broker = broker = FakeBroker()
+        producer._wall = loop.wall
         loop.run(producer.start())
         loop.run(producer.publish(b"x", routing_key="q"))
         loop.drive(within=1.0)
+        # One more while the broker is away: stored, then replayed.
+        broker.set_down(took=False)
+        loop.run(producer.publish(b"y", routing_key="q"))
+        loop.drive(within=1.0)
+        broker.set_up()
+        loop.drive(within=1.0)
+        assert len(broker.deliveries) == 2
         loop.run(producer.close(1.0), within=5.0)
-    assert seen == [True, False]
+    assert seen == [("live", True), ("replay", True), ("live", False), ("replay", False)]
+
+
+def test_a_replay_with_no_confirm_gives_up_after_confirm_timeout(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=0.5, confirm_timeout=4.0, lease=60.0)
+    rig.broker.set_down(took=False)
+    ids = rig.burst(3)
+    loop.drive(within=1.0)
+    rig.broker.mode, rig.broker.confirm_delay = Mode.SLOW, None  # never confirmed
+    rig.broker.set_up()
+    loop.drive(within=3.5)
+    assert len(rig.broker.pending) == 3 and rig.stats.retried == 0
+    loop.drive(within=1.0)
+    # Given up at 4 s, as a live publish is; still stored, released to be tried again.
+    assert rig.stats.retried == 3
+    assert set(ids) <= set(rig.store.records)
+    assert {r.lease_owner for r in rig.store.records.values()} == {None}
+    rig.close()
 
 
 def test_the_delivery_mode_follows_persistent_on_the_wire() -> None:

@@ -104,6 +104,8 @@ def test_a_failing_claim_is_retried_on_the_store_backoff_schedule_and_told(
 ) -> None:
     store = ClaimRecordingStore(loop.wall)
     store.claims = []
+    # Down from the start, then down again after working for a while.
+    store.set_fault(StoreFault.DOWN)
     rig = Rig(
         loop,
         tmp_path,
@@ -111,10 +113,11 @@ def test_a_failing_claim_is_retried_on_the_store_backoff_schedule_and_told(
         replay_interval=0.25,
         store_backoff=Backoff(0.5, cap=2.0, jitter=0),
     )
-    for _ in range(2):
+    for again in (False, True):
         # Down: claims back off 0.5 s doubling to the cap, from the start each time.
-        store.set_fault(StoreFault.DOWN)
-        store.claims.clear()
+        if again:
+            store.set_fault(StoreFault.DOWN)
+            store.claims.clear()
         loop.drive(within=6.0)
         assert gaps(store.claims) == [0.5, 1.0, 2.0, 2.0]
         # Back: once the pending pause ends, one look every replay_interval.
@@ -161,18 +164,22 @@ def test_settling_a_replay_is_tried_five_times_then_left_to_the_leases(
         replay_interval=0.05,
         store_backoff=Backoff(0.5, cap=2.0, jitter=0),
     )
-    ids = outage(rig, loop, 2)
+    ids = outage(rig, loop, 3)
     store.ack_down = True
+    rig.broker.poison[ids[2]] = Mode.NACK
     rig.broker.set_up()
     loop.drive(within=10.0)
-    # Confirmed, but still stored: five tries, with the store backoff between them.
+    # Two confirmed, one nacked, but all still stored: five tries to delete the two
+    # (and release the third), with the store backoff between them.
     assert gaps(store.acks) == [0.5, 1.0, 2.0, 2.0]
     assert set(ids) <= set(store.records)
+    assert rig.stats.store_errors == 5
+    assert rig.stats.last_error == "store: the fake store cannot delete"
     owner = rig.producer.owner
     lines = [(r.levelno, r.getMessage()) for r in caplog.records if r.name == "aioproducer.replay"]
     failed = (
         logging.WARNING,
-        f"producer {owner}: settling 2 replayed messages in the store failed "
+        f"producer {owner}: settling 3 replayed messages in the store failed "
         "(the fake store cannot delete)",
     )
     assert lines.count(failed) == 5
@@ -182,6 +189,7 @@ def test_settling_a_replay_is_tried_five_times_then_left_to_the_leases(
     ) in lines
     # Once the leases expire they are replayed again, and deleted this time.
     store.ack_down = False
+    del rig.broker.poison[ids[2]]
     loop.drive(within=30.0)
     assert not set(ids) & set(store.records)
     assert rig.delivered().count(ids[0]) == 2

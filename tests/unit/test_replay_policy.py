@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import sqlite3
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+import pytest
 
 from aioproducer import Backoff, Message, Producer, SQLiteStore
 from aioproducer._context import Context
@@ -212,8 +215,10 @@ class ClaimLog(SQLiteStore):
 
 
 async def test_after_an_unnamed_channel_error_replay_goes_one_at_a_time_for_a_batch(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioproducer.replay")
+
     def rule(message: Message, in_flight: list[Message]) -> Result:
         if any(m.message_id == "m3" for m in in_flight):
             return Result(Outcome.CHANNEL_ERROR, "PRECONDITION_FAILED", 406)
@@ -254,6 +259,15 @@ async def test_after_an_unnamed_channel_error_replay_goes_one_at_a_time_for_a_ba
     ]
     assert set(link.confirmed.values()) == {1}
     assert attempts(tmp_path / "s.db") == {"m3": 1}
+    # Confirmed ids are logged by batch; a batch with none confirmed logs no such line.
+    prefix = f"producer {producer.owner}: replayed and confirmed "
+    logged = [
+        message_id
+        for r in caplog.records
+        if r.getMessage().startswith(prefix)
+        for message_id in r.getMessage().removeprefix(prefix).split(" ")
+    ]
+    assert sorted(logged) == sorted(good)
 
 
 async def test_a_batch_with_a_missing_confirm_waits_out_the_pause_whole(tmp_path: Path) -> None:
