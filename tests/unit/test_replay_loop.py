@@ -120,6 +120,8 @@ def test_a_failing_claim_is_retried_on_the_store_backoff_schedule_and_told(
             store.claims.clear()
         loop.drive(within=6.0)
         assert gaps(store.claims) == [0.5, 1.0, 2.0, 2.0]
+        assert not rig.stats.store_ok
+        assert rig.stats.last_error == "store: the fake store is down"
         # Back: once the pending pause ends, one look every replay_interval.
         store.set_fault(StoreFault.UP)
         store.claims.clear()

@@ -206,11 +206,14 @@ class ClaimLog(SQLiteStore):
     def __init__(self, path: Path) -> None:
         super().__init__(path)
         self.claims: list[tuple[int, list[str]]] = []
+        self.empty_claims = 0
 
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
         claimed = await super().claim(owner, limit=limit, lease=lease)
         if claimed:
             self.claims.append((limit, [m.message_id for m in claimed]))
+        else:
+            self.empty_claims += 1
         return claimed
 
 
@@ -225,9 +228,6 @@ async def test_after_an_unnamed_channel_error_replay_goes_one_at_a_time_for_a_ba
         return ACKED
 
     link = ScriptedLink(rule)
-    seed = SQLiteStore(tmp_path / "s.db")
-    await seed.put([stored(n) for n in range(8)])
-    await seed.close()
     store = ClaimLog(tmp_path / "s.db")
     producer = ScriptedProducer(
         link,
@@ -238,6 +238,11 @@ async def test_after_an_unnamed_channel_error_replay_goes_one_at_a_time_for_a_ba
         fallback_dir=tmp_path,
     )
     await producer.start()
+    # Stored by another producer sharing the file, once this one found the store empty.
+    await wait_until(lambda: store.empty_claims > 0, what="a claim of an empty store")
+    seed = SQLiteStore(tmp_path / "s.db")
+    await seed.put([stored(n) for n in range(8)])
+    await seed.close()
     good = {f"m{n}" for n in range(8)} - {"m3"}
     await wait_until(lambda: set(link.confirmed) == good, what="every other message confirmed")
     await producer.close(timeout=1)
