@@ -10,7 +10,7 @@ import sqlite3
 import threading
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 from urllib.parse import quote
 
 import pytest
@@ -227,6 +227,26 @@ def test_sqlite_error_text_is_class_code_and_the_start_of_sqlites_own(
     translated = SQLiteStore(path)._translate(error, "put")
     where = f"SQLite put on {path[:117]}... failed"
     assert str(translated) == f"{where}: {text}"
+
+
+async def test_sqlite_close_that_fails_is_a_store_error(tmp_path: Path) -> None:
+    store = SQLiteStore(tmp_path / "spill.db")
+    await store.count()
+    opened = store._db
+    assert opened is not None
+
+    class FailingClose:
+        async def close(self) -> None:
+            raise sqlite3.OperationalError("disk I/O error")
+
+    store._db = cast(Any, FailingClose())
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.close()
+    assert str(raised.value) == (
+        f"SQLite close on {store.path} failed: unavailable: OperationalError: disk I/O error"
+    )
+    assert store._db is None  # closed for the store's part: the next call opens anew
+    await opened.close()
 
 
 # MongoDB: the real driver, against a server that is not there
