@@ -163,7 +163,8 @@ async def supervise(
                 failures = 0
             delay = context.settings.store_backoff.delay(failures)
             failures += 1
-            context.record_error(f"{name} task failed: {exc!r}")
+            # The type only, as in the log line: the text may quote a value of a message.
+            context.record_error(f"{name} task failed: {type(exc).__qualname__}")
             log.error(
                 "producer %s: %s task failed; restarting it in %.1fs\n%s",
                 context.owner,

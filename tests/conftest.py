@@ -68,6 +68,41 @@ def broker_repaired() -> Iterator[None]:
         log.warning("a fault block did not restore the broker; ran %s", ran)
 
 
+class _CrashedTasks(logging.Handler):
+    """Lines of a producer's background task that raised and was restarted: a bug."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        text = record.getMessage()
+        if " task failed; restarting it in " in text:
+            self.lines.append(text.splitlines()[0])
+
+
+@pytest.fixture(autouse=True)
+def no_crashed_tasks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test in which a producer's publisher, spiller or replayer raised.
+
+    The producer restarts such a task and carries on, so a test of something else
+    would still pass: every test checks here that none did, but those marked
+    ``crashing_task`` (which make a task raise on purpose).
+    """
+    if request.node.get_closest_marker("crashing_task"):
+        yield
+        return
+    handler = _CrashedTasks()
+    logger = logging.getLogger("aioproducer")
+    logger.addHandler(handler)
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+    if handler.lines:
+        pytest.fail("a background task failed: " + "; ".join(handler.lines[:3]), pytrace=False)
+
+
 @pytest.fixture
 def amqp_url() -> str:
     return AMQP_URL

@@ -18,7 +18,7 @@ import pytest
 
 from aioproducer import Backoff, Message, Producer, ProducerStats
 from aioproducer._connection import message_properties
-from aioproducer._context import Context
+from aioproducer._context import Context, supervise
 from aioproducer._link import Link, Result
 from tests.fakes import (
     FakeBroker,
@@ -622,3 +622,39 @@ def test_the_log_lines_docs_logging_md_describes(
     ]
     missing = [e for e in expected if not logged(*e)]
     assert not missing, (missing, sorted(lines))
+
+
+@pytest.mark.crashing_task
+def test_a_background_task_that_raises_is_logged_and_restarted_on_the_store_backoff(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    rig = Rig(loop, tmp_path, store_backoff=Backoff(0.5, cap=2.0, jitter=0))
+    context = rig.producer._context
+    assert context is not None
+    starts: list[float] = []
+    # Three quick failures, then 30 s of clean running before a failure, then one more.
+    runs_for = [0.0, 0.0, 0.0, 30.0, 0.0]
+    secret = "card=" + "4111" * 4
+
+    async def run() -> None:
+        starts.append(loop.time())
+        if not runs_for:
+            return
+        await asyncio.sleep(runs_for.pop(0))
+        raise RuntimeError(secret)
+
+    loop.run(supervise("probe", run, context), within=60.0)
+    # Restarted after 0.5, 1 and 2 s; after 30 clean seconds the backoff starts again.
+    assert [round(b - a, 3) for a, b in itertools.pairwise(starts)] == [0.5, 1.0, 2.0, 30.5, 1.0]
+    owner = rig.producer.owner
+    errors = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert [e.splitlines()[0] for e in errors] == [
+        f"producer {owner}: probe task failed; restarting it in {delay}s"
+        for delay in ("0.5", "1.0", "2.0", "0.5", "1.0")
+    ]
+    # The traceback names the exception's type and where it was raised, not its text.
+    assert all(e.splitlines()[1] == "Traceback (most recent call last):" for e in errors)
+    assert all(e.splitlines()[-1] == "RuntimeError" for e in errors)
+    assert not any(secret in e for e in errors)
+    assert rig.stats.last_error == "probe task failed: RuntimeError"
+    rig.close()
