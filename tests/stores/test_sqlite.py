@@ -147,3 +147,19 @@ async def test_every_connection_writes_durably(tmp_path: Path, messages: Message
         assert synchronous == (2,)  # FULL
     with sqlite3.connect(path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+
+
+async def test_a_locked_file_is_waited_for_busy_timeout_seconds(tmp_path: Path) -> None:
+    """The connection waits ``busy_timeout`` for another writer's lock, then fails."""
+    for given, expected_ms in ((None, 10_000), (0.25, 250), (3.0, 3_000)):
+        store = (
+            SQLiteStore(tmp_path / "s.db")
+            if given is None
+            else SQLiteStore(tmp_path / "s.db", busy_timeout=given)
+        )
+        try:
+            db = await store._conn()
+            async with db.execute("PRAGMA busy_timeout") as cursor:
+                assert await cursor.fetchone() == (expected_ms,)
+        finally:
+            await store.close()
