@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import os
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import aio_pika
+import aiosqlite
 import pytest
 
 from tests.broker import AMQP_URL, REPAIRS, broker_health
@@ -28,6 +30,18 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
     """Before the first fault test, note the broker's health, to compare at the end."""
     if item.get_closest_marker("fault") and _BASELINE not in item.session.stash:
         item.session.stash[_BASELINE] = broker_health()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Stop the worker thread of every SQLite connection a failed test left open.
+
+    aiosqlite runs each connection on a thread that is not a daemon: a test that fails
+    before it closes its store (the traceback pytest keeps holds the store) would make
+    the interpreter wait for that thread at exit, forever, instead of reporting.
+    """
+    for obj in gc.get_objects():
+        if isinstance(obj, aiosqlite.Connection) and obj._running:
+            obj.stop()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

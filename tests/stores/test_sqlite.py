@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import sqlite3
 import stat
 from pathlib import Path
+
+import pytest
 
 from aioproducer._message import Properties
 from aioproducer._stores._sqlite import SQLiteStore
@@ -63,15 +66,27 @@ async def test_an_existing_files_mode_is_left_alone(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o640
 
 
+def _added(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [
+        r.getMessage()
+        for r in caplog.records
+        if r.name == "aioproducer.store" and r.levelno == logging.INFO
+    ]
+
+
 async def test_a_file_of_the_first_schema_opens_and_gains_the_new_columns(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.store")
     path = tmp_path / "spill.db"
     with contextlib.closing(sqlite3.connect(path)) as db:
         db.executescript(OLD_SCHEMA)
     clock = FakeClock()
     store = SQLiteStore(path, clock=clock)
     (old,) = await store.claim("a", limit=10, lease=30.0)
+    assert _added(caplog) == [
+        f"added column {name} to {path}" for name in ("dead", "lease_token", "properties")
+    ]
     assert (old.message_id, old.body, old.attempts, old.last_error, old.dead) == (
         "old-1", b"\x01\x02", 2, "nack", False,
     )  # fmt: skip
@@ -107,8 +122,9 @@ async def test_the_claim_never_reads_messages_not_due_yet(tmp_path: Path) -> Non
 
 
 async def test_a_file_from_before_properties_opens_and_keeps_them_from_then_on(
-    tmp_path: Path,
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.store")
     """A file of the schema that had dead and lease_token but no properties column."""
     path = tmp_path / "spill.db"
     with sqlite3.connect(path) as db:
@@ -120,6 +136,7 @@ async def test_a_file_from_before_properties_opens_and_keeps_them_from_then_on(
     store = SQLiteStore(path, clock=clock)
     old = await store.get("old-1")
     assert old is not None and (old.body, old.properties) == (b"\x01\x02", None)
+    assert _added(caplog) == [f"added column properties to {path}"]
     new = Messages(clock)(properties=Properties(priority=7, reply_to="r", persistent=False))
     await store.put([new])
     await store.close()
