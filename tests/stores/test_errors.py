@@ -135,6 +135,13 @@ async def test_sqlite_broken_file_is_unavailable(tmp_path: Path, operation: str,
         assert isinstance(raised.value, ProducerError)
         assert isinstance(raised.value.__cause__, sqlite3.Error | OSError)
         assert_clean(raised.value)
+        text = str(raised.value)
+        if how == "missing-directory":
+            assert ": unavailable: FileNotFoundError: no directory '" in text, text
+        else:
+            assert text.endswith(
+                ": unavailable: DatabaseError SQLITE_NOTADB: file is not a database"
+            )
         await store.close()
     finally:
         await settle_aiosqlite_threads()

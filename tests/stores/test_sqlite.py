@@ -146,8 +146,11 @@ async def test_a_file_from_before_properties_opens_and_keeps_them_from_then_on(
     await again.close()
 
 
-async def test_every_connection_writes_durably(tmp_path: Path, messages: Messages) -> None:
+async def test_every_connection_writes_durably(
+    tmp_path: Path, messages: Messages, caplog: pytest.LogCaptureFixture
+) -> None:
     """WAL mode and synchronous=FULL: a write that returned survives a power loss."""
+    caplog.set_level(logging.DEBUG, logger="aioproducer.store")
     path = tmp_path / "s.db"
     for _ in range(2):  # the first connection, and one after close() reopens the file
         store = SQLiteStore(path)
@@ -162,6 +165,9 @@ async def test_every_connection_writes_durably(tmp_path: Path, messages: Message
             await store.close()
         assert journal == ("wal",)
         assert synchronous == (2,)  # FULL
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG] == [
+        f"opened {path}"
+    ] * 2
     with sqlite3.connect(path) as other:
         assert other.execute("PRAGMA journal_mode").fetchone() == ("wal",)
 
