@@ -246,25 +246,72 @@ def test_a_held_message_is_retried_on_the_retry_backoff_schedule(
 
 
 def test_a_store_that_goes_down_and_comes_back_is_told_in_stats(
-    loop: VirtualClockLoop, tmp_path: Path
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.producer")
     rig = Rig(loop, tmp_path, spill_after=1.0, store_backoff=Backoff(0.2, cap=0.5))
     rig.broker.up = False
-    rig.store.set_fault(StoreFault.DOWN)
-    ids = {rig.publish({"n": n}) for n in range(5)}
-    loop.drive(within=5.0)
-    stats = rig.stats
-    assert not stats.store_ok
-    assert stats.store_errors >= 2, "the store is retried with backoff"
-    assert stats.last_error is not None and "store" in stats.last_error
-    assert stats.buffered == 5 and stats.spilled == 0
-    rig.store.set_fault(StoreFault.UP)
-    loop.drive(within=2.0)
-    stats = rig.stats
-    assert stats.store_ok
-    assert stats.spilled == 5 and stats.buffered == 0
-    assert set(rig.store.records) == ids
+    for _ in range(2):
+        rig.store.set_fault(StoreFault.DOWN)
+        ids = {rig.publish({"n": n}) for n in range(5)}
+        loop.drive(within=5.0)
+        stats = rig.stats
+        assert stats.store_ok is False
+        assert stats.store_errors >= 2, "the store is retried with backoff"
+        assert stats.last_error == "store: the fake store is down"
+        assert stats.buffered == 5
+        rig.store.set_fault(StoreFault.UP)
+        loop.drive(within=2.0)
+        stats = rig.stats
+        assert stats.store_ok is True
+        assert stats.buffered == 0
+        assert ids <= set(rig.store.records)
+    assert rig.stats.spilled == 10
+    # Told once when it starts failing (not at every retry), and once when it is back.
+    owner = rig.producer.owner
+    told = [
+        (r.levelno, r.getMessage())
+        for r in caplog.records
+        if r.name == "aioproducer.producer" and ": store " in r.getMessage()
+    ]
+    assert (
+        told
+        == [
+            (
+                logging.WARNING,
+                f"producer {owner}: store FakeStore() failing: the fake store is down",
+            ),
+            (logging.INFO, f"producer {owner}: store FakeStore() is back"),
+        ]
+        * 2
+    )
     rig.broker.set_up()
+    rig.close()
+
+
+def test_each_failure_is_counted_once_by_its_kind(loop: VirtualClockLoop, tmp_path: Path) -> None:
+    rig = Rig(loop, tmp_path, retry_backoff=Backoff(60.0, cap=60.0, jitter=0))
+    for mode, count in ((Mode.NACK, 3), (Mode.RETURN, 2)):
+        rig.broker.mode = mode
+        rig.burst(count)
+        loop.drive(within=1.0)
+    stats = rig.stats
+    assert (stats.nacked, stats.returned, stats.failed, stats.retried) == (3, 2, 0, 0)
+    rig.close()
+
+
+def test_last_error_is_masked_and_cut_to_300_characters(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path)
+    context = rig.producer._context
+    assert context is not None
+    context.record_error("x" * 300)
+    assert rig.stats.last_error == "x" * 300
+    context.record_error("y" * 301)
+    assert rig.stats.last_error == "y" * 297 + "..."
+    context.record_error("connecting to amqp://app:s3cret@rabbit:5672/ failed")
+    assert rig.stats.last_error == "connecting to amqp://app:***@rabbit:5672/ failed"
     rig.close()
 
 
@@ -606,17 +653,30 @@ def test_the_log_lines_docs_logging_md_describes(
         ("aioproducer.spill", "INFO", r"stopped spilling, 3 stored"),
         ("aioproducer.replay", "INFO", r"replaying stored messages"),
         ("aioproducer.replay", "INFO", r"replay done, \d+ confirmed"),
-        ("aioproducer.producer", "WARNING", r"store FakeStore\(\) failing: the fake store is down"),
-        ("aioproducer.producer", "INFO", r"store FakeStore\(\) is back"),
-        ("aioproducer.producer", "WARNING", r"message d{32} failed 1 times .*keeping it as dead"),
+        (
+            "aioproducer.producer",
+            "WARNING",
+            r"^producer web-1: store FakeStore\(\) failing: the fake store is down$",
+        ),
+        ("aioproducer.producer", "INFO", r"^producer web-1: store FakeStore\(\) is back$"),
+        (
+            "aioproducer.producer",
+            "WARNING",
+            r"^producer web-1: message d{32} failed 1 times \(nacked: nacked by the broker\); "
+            r"keeping it as dead$",
+        ),
         (
             "aioproducer.producer",
             "DEBUG",
             r"^producer web-1: holding back message d{32} \(attempt 1, nacked: nacked by the "
             r"broker\); retry in \d+\.\ds$",
         ),
-        ("aioproducer.producer", "WARNING", r"no confirm for message [0-9a-f]{32} in time"),
-        ("aioproducer.producer", "INFO", r"closing: \d+ messages left in memory"),
+        (
+            "aioproducer.producer",
+            "WARNING",
+            r"^producer web-1: no confirm for message [0-9a-f]{32} in time; pausing publishes$",
+        ),
+        ("aioproducer.producer", "INFO", r"^producer web-1 closing: \d+ messages left in memory$"),
         ("aioproducer.spill", "INFO", r"stored \d+ messages on close"),
         ("aioproducer.producer", "INFO", r"^producer web-1 closed$"),
     ]
