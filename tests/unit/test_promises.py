@@ -250,6 +250,7 @@ def test_a_store_that_goes_down_and_comes_back_is_told_in_stats(
 ) -> None:
     caplog.set_level(logging.INFO, logger="aioproducer.producer")
     rig = Rig(loop, tmp_path, spill_after=1.0, store_backoff=Backoff(0.2, cap=0.5))
+    assert rig.stats.store_ok is True
     rig.broker.up = False
     for _ in range(2):
         rig.store.set_fault(StoreFault.DOWN)
@@ -391,6 +392,20 @@ def test_above_high_water_the_oldest_messages_are_stored_before_their_deadline(
     # 10 * 0.5 = 5 stay in memory; the 3 oldest go to the store long before 60 s.
     assert set(rig.store.records) == set(ids[:3])
     assert rig.stats.buffered == 5
+    rig.broker.set_up()
+    rig.close()
+
+
+def test_the_high_water_mark_is_at_least_one_message(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    # 2 * 0.3 rounds down to none: one message stays in memory, the older is stored.
+    rig = Rig(loop, tmp_path, max_buffer=2, high_water=0.3, spill_after=60.0)
+    rig.broker.up = False
+    ids = [rig.publish({"n": n}) for n in range(2)]
+    loop.drive(within=1.0)
+    assert set(rig.store.records) == {ids[0]}
+    assert rig.stats.buffered == 1
     rig.broker.set_up()
     rig.close()
 
