@@ -4,6 +4,7 @@ that is down, frozen or restarted (nx-27017, driven through the real driver)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import subprocess
 import sys
@@ -14,11 +15,11 @@ from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from pymongo import WriteConcern, monitoring
+from pymongo import AsyncMongoClient, WriteConcern, monitoring
 
 from aioproducer._exceptions import StoreUnavailable
 from aioproducer._message import Properties
-from aioproducer._stores._base import Store
+from aioproducer._stores._base import KeyCount, Store
 from aioproducer._stores._mongo import (
     CLAIM_INDEX_KEYS,
     DEFAULT_TIMEOUTS_MS,
@@ -228,6 +229,111 @@ async def test_a_document_from_before_properties_still_loads(
     assert got is not None and got.properties is None
     (claimed,) = await store.claim("a", limit=1, lease=LEASE)
     assert claimed.message_id == message.message_id and claimed.properties is None
+
+
+async def test_a_document_from_before_dead_was_kept_counts_as_live(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """Documents of earlier versions have no ``dead`` field: read as false everywhere."""
+    store = mongo_backend.make()
+    message = Messages(clock)(exchange="ex", routing_key="old")
+    await store.put([message])
+    await mongo_backend.collection.update_one({"_id": message.message_id}, {"$unset": {"dead": ""}})
+    assert await store.by_key() == [KeyCount("ex", "old", 1, 0)]
+    got = await store.get(message.message_id)
+    assert got is not None and not got.dead
+
+
+async def test_a_requeued_document_carries_no_lease(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """Leased, then stored as dead by another producer, then requeued: the document
+    has the documented fields only, and those of a message nobody leases."""
+    store = mongo_backend.make()
+    message = Messages(clock)()
+    await store.put([message])
+    await store.claim("owner-1", limit=1, lease=LEASE)
+    await store.put([dataclasses.replace(message, attempts=5, dead=True)])
+    raw = mongo_backend.collection
+    leased = await raw.find_one({"_id": message.message_id})
+    assert (leased["dead"], leased["lease_owner"]) == (True, "owner-1")
+    assert await store.requeue([message.message_id]) == 1
+    doc = await raw.find_one({"_id": message.message_id})
+    assert set(doc) == set(leased)
+    assert (doc["dead"], doc["attempts"], doc["due_at"]) == (False, 0, clock.now)
+    assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
+
+
+async def test_tools_read_no_more_than_they_need(mongo_backend: Backend, clock: FakeClock) -> None:
+    """What the driver sends: ``by_key`` fetches the names and the dead flag only (never
+    the bodies of a large backlog), ``scan`` pages 500 documents at a time by default."""
+    listener = _Commands()
+    store = MongoStore.from_url(
+        mongo_backend.url,
+        mongo_backend.database,
+        "spill",
+        clock=clock,
+        event_listeners=[listener],
+    )
+    try:
+        await store.put(Messages(clock).many(3))
+        listener.sent.clear()
+        assert await store.by_key() == [KeyCount("", "orders", 3, 0)]
+        [(name, command)] = listener.sent
+        assert name == "find"
+        assert command["filter"] == {}
+        assert command["projection"] == {"exchange": 1, "routing_key": 1, "dead": 1}
+        listener.sent.clear()
+        assert len([m async for m in store.scan()]) == 3
+        [(name, command)] = listener.sent
+        assert (name, command["limit"]) == ("find", 500)
+    finally:
+        await store.close()
+
+
+async def test_a_given_collection_gets_the_stores_write_concern_and_deadline(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """``MongoStore(collection, write_concern=, timeout=)``: the writes go out with that
+    write concern, and every command of a call carries what is left of ``timeout``
+    (the client itself sets no ``timeoutMS`` here)."""
+    listener = _Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_backend.url, event_listeners=[listener]
+    )
+    store = MongoStore(
+        client[mongo_backend.database]["given"],
+        clock=clock,
+        write_concern=WriteConcern(w=1),
+        timeout=2.5,
+    )
+    try:
+        assert (store.write_concern, store.timeout) == (WriteConcern(w=1), 2.5)
+        assert repr(store) == f"MongoStore('{mongo_backend.database}.given')"
+        await store.put(Messages(clock).many(2))
+        claimed = await store.claim("me", limit=1, lease=LEASE)
+        await store.ack([m.message_id for m in claimed])
+        concerns = _write_concerns(listener)
+        assert len(concerns) >= 3, listener.sent
+        assert all(concern == {"w": 1} for concern in concerns), concerns
+        ours = [c for name, c in listener.sent if name in ("createIndexes", "insert", "find")]
+        assert ours and all(0 < c.get("maxTimeMS", 0) <= 2500 for c in ours), ours
+    finally:
+        await store.close()
+        await client.close()
+
+
+def test_the_store_is_named_after_its_collection() -> None:
+    """In its repr and every error text: the collection's full name, or, for a
+    collection that has none, its class name."""
+    assert repr(MongoStore(cast(MongoCollection, _ClaimRecorder()))) == "MongoStore('db.recorder')"
+
+    class SpillCollection:
+        full_name = None
+
+    assert repr(MongoStore(cast(MongoCollection, object()))) == "MongoStore('object')"
+    named = MongoStore(cast(MongoCollection, SpillCollection()))
+    assert repr(named) == "MongoStore('SpillCollection')"
 
 
 async def test_closing_a_store_leaves_the_callers_client_open(
