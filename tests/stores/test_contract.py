@@ -350,6 +350,27 @@ async def test_backlog_counts_each_state(
     assert (backlog.due, backlog.leased, backlog.held) == (6, 0, 0)
 
 
+async def test_backlog_counts_a_dead_message_as_dead_only_and_finds_the_oldest(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    """A dead message is neither held (whatever its due time) nor leased (whatever
+    lease it still carries); the oldest is the earliest accepted, not the first written."""
+    leased_then_dead = messages()
+    await store.put([leased_then_dead])
+    await store.claim("a", limit=1, lease=LEASE)
+    await store.put([dataclasses.replace(leased_then_dead, attempts=1, dead=True)])
+    due = messages()
+    dead_later = messages(dead=True, due_at=clock.now + 60)
+    oldest = messages(timestamp=clock.now - 500)
+    await store.put([due, dead_later, oldest])
+
+    backlog = await store.backlog()
+    assert (backlog.total, backlog.due, backlog.leased, backlog.held, backlog.dead) == (
+        4, 2, 0, 0, 2,
+    )  # fmt: skip
+    assert backlog.oldest == oldest.timestamp
+
+
 async def test_claim_takes_the_earliest_due_first(
     store: Store, messages: Messages, clock: FakeClock
 ) -> None:

@@ -36,6 +36,16 @@ async def test_scan_reads_every_message_in_id_order_across_batches(
     assert scanned[0].body == next(m.body for m in dead if m.message_id == scanned[0].message_id)
 
 
+async def test_scan_is_in_id_order_whatever_the_write_order(
+    store: Store, messages: Messages
+) -> None:
+    batch = messages.many(5)
+    await store.put(batch[::-1])
+    await store.put([batch[2]])
+    assert await _all(store, batch=2) == sorted(m.message_id for m in batch)
+    assert await _all(store) == sorted(m.message_id for m in batch)
+
+
 async def test_scan_of_an_empty_store(store: Store) -> None:
     assert await _all(store) == []
 
@@ -47,6 +57,17 @@ async def test_get_returns_the_message_or_none(store: Store, messages: Messages)
     assert got is not None
     assert (got.body, got.headers, got.routing_key) == (message.body, {"k": "v"}, "r")
     assert await store.get("missing") is None
+
+
+async def test_get_and_scan_hand_out_no_lease_token(store: Store, messages: Messages) -> None:
+    """Even for a message leased right now: a tool's copy cannot release the lease."""
+    message = messages()
+    await store.put([message])
+    [leased] = await store.claim("a", limit=1, lease=LEASE)
+    assert leased.lease_token is not None
+    got = await store.get(message.message_id)
+    assert got is not None and got.lease_token is None
+    assert [m.lease_token async for m in store.scan()] == [None]
 
 
 async def test_by_key_counts_all_and_dead_largest_first(store: Store, messages: Messages) -> None:
