@@ -112,12 +112,19 @@ class _Commands(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        #: The documents each ``find`` returned in its first batch.
+        self.found: list[list[dict[str, Any]]] = []
 
     def started(self, event: Any) -> None:
         self.sent.append((event.command_name, dict(event.command)))
 
     def succeeded(self, event: Any) -> None:
-        pass
+        if event.command_name == "find":
+            self.found.append(list(event.reply["cursor"]["firstBatch"]))
+
+    def clear(self) -> None:
+        self.sent.clear()
+        self.found.clear()
 
     def failed(self, event: Any) -> None:
         pass
@@ -264,9 +271,10 @@ async def test_a_requeued_document_carries_no_lease(
     assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
 
 
-async def test_tools_read_no_more_than_they_need(mongo_backend: Backend, clock: FakeClock) -> None:
-    """What the driver sends: ``by_key`` fetches the names and the dead flag only (never
-    the bodies of a large backlog), ``scan`` pages 500 documents at a time by default."""
+async def test_reads_fetch_no_more_than_they_need(mongo_backend: Backend, clock: FakeClock) -> None:
+    """What the driver sends and gets back: ``by_key`` fetches the names and the dead
+    flag (never the bodies of a large backlog), ``backlog`` one timestamp, and
+    ``scan`` pages ``batch`` documents at a time in ``_id`` order, 500 by default."""
     listener = _Commands()
     store = MongoStore.from_url(
         mongo_backend.url,
@@ -277,16 +285,72 @@ async def test_tools_read_no_more_than_they_need(mongo_backend: Backend, clock: 
     )
     try:
         await store.put(Messages(clock).many(3))
-        listener.sent.clear()
+        listener.clear()
         assert await store.by_key() == [KeyCount("", "orders", 3, 0)]
         [(name, command)] = listener.sent
-        assert name == "find"
-        assert command["filter"] == {}
-        assert command["projection"] == {"exchange": 1, "routing_key": 1, "dead": 1}
-        listener.sent.clear()
+        assert (name, command["filter"]) == ("find", {})
+        [docs] = listener.found
+        assert len(docs) == 3
+        assert {field for doc in docs for field in doc} == {
+            "_id",
+            "exchange",
+            "routing_key",
+            "dead",
+        }
+
+        listener.clear()
+        await store.backlog()
+        [command] = [command for name, command in listener.sent if name == "find"]
+        assert command["sort"] == {"timestamp": 1}
+        [[doc]] = listener.found
+        assert set(doc) == {"_id", "timestamp"}
+
+        listener.clear()
+        assert len([m async for m in store.scan(batch=2)]) == 3
+        assert [(name, c["limit"], c["sort"]) for name, c in listener.sent] == [
+            ("find", 2, {"_id": 1})
+        ] * 2
+        assert [len(docs) for docs in listener.found] == [2, 1]
+        listener.clear()
         assert len([m async for m in store.scan()]) == 3
+        assert [(name, c["limit"]) for name, c in listener.sent] == [("find", 500)]
+    finally:
+        await store.close()
+
+
+async def test_ack_and_release_take_one_command_per_batch(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """``ack`` deletes by id 1000 at a time, ``release`` sends its updates unordered
+    in one command (one failed update does not stop the others)."""
+    listener = _Commands()
+    store = MongoStore.from_url(
+        mongo_backend.url,
+        mongo_backend.database,
+        "spill",
+        clock=clock,
+        event_listeners=[listener],
+    )
+    try:
+        batch = Messages(clock).many(2_503)
+        await store.put(batch)
+        claimed = await store.claim("a", limit=3, lease=LEASE)
+        listener.clear()
+        await store.release("a", claimed)
         [(name, command)] = listener.sent
-        assert (name, command["limit"]) == ("find", 500)
+        assert (name, command["ordered"], len(command["updates"])) == ("update", False, 3)
+
+        listener.clear()
+        await store.ack([m.message_id for m in batch[:3]])
+        assert [name for name, _ in listener.sent] == ["delete"]
+        listener.clear()
+        await store.ack([m.message_id for m in batch[3:]])
+        assert [len(c["deletes"][0]["q"]["_id"]["$in"]) for _, c in listener.sent] == [
+            1000,
+            1000,
+            500,
+        ]
+        assert await store.count() == 0
     finally:
         await store.close()
 
@@ -409,10 +473,11 @@ async def test_a_claimer_that_loses_its_candidates_takes_the_next_ones(
     store = MongoStore(
         cast(MongoCollection, _RivalFirst(mongo_backend.collection, rival)), clock=clock
     )
-    put = Messages(clock).many(10)
+    put = Messages(clock).many(12)
     await rival.put(put)
     mine = await store.claim("mine", limit=5, lease=LEASE)
-    assert [m.message_id for m in mine] == [m.message_id for m in put[5:]]
+    assert [m.message_id for m in mine] == [m.message_id for m in put[5:10]]
+    assert (await store.backlog()).due == 2  # no more than its limit
     assert len({m.lease_token for m in mine}) == 1
     theirs = await mongo_backend.collection.find({"lease_owner": "rival"}).to_list(None)
     assert sorted(d["_id"] for d in theirs) == sorted(m.message_id for m in put[:5])
@@ -705,11 +770,28 @@ async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
     await store.close()
 
 
+async def test_a_server_clock_backlog_compares_leases_with_now() -> None:
+    """What a backlog counts by when no clock is given (run for real against MongoDB
+    only): leases against the server's ``$$NOW``, live ones only for leased and held."""
+    collection = _ClaimRecorder()
+    store = MongoStore(cast(MongoCollection, collection))
+    assert (await store.backlog()).oldest == 1.5
+    server_now = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
+    [total, dead, leased, held] = collection.counts
+    assert (total, dead) == ({}, {"dead": True})
+    assert leased == {"dead": {"$ne": True}, "$expr": {"$gt": ["$lease_until", server_now]}}
+    assert set(held) == {"dead", "$expr", "due_at"}
+    assert held["dead"] == {"$ne": True}
+    assert held["$expr"] == {"$lte": ["$lease_until", server_now]}
+    await store.close()
+
+
 class _ClaimRecorder:
     """A collection that records what claims ask for: its ``find`` offers one
-    candidate, which every update then finds taken."""
+    candidate, which every update then finds taken. It records what backlogs count."""
 
     def __init__(self) -> None:
+        self.counts: list[dict[str, Any]] = []
         self.finds: list[dict[str, Any]] = []
         self.update_manys: list[tuple[dict[str, Any], Any]] = []
         self.find_one_and_updates: list[tuple[dict[str, Any], Any]] = []
@@ -726,11 +808,15 @@ class _ClaimRecorder:
 
     def find(self, filter: dict[str, Any], projection: Any = None, /, **options: Any) -> _Listed:
         self.finds.append(filter)
-        return _Listed([{"_id": "m-1"}] if len(self.finds) == 1 else [])
+        return _Listed([{"_id": "m-1", "timestamp": 1.5}] if len(self.finds) == 1 else [])
 
     async def update_many(self, filter: dict[str, Any], update: Any, /) -> object:
         self.update_manys.append((filter, update))
         return None
+
+    async def count_documents(self, filter: dict[str, Any], /) -> int:
+        self.counts.append(filter)
+        return 0
 
     async def find_one_and_update(
         self,
