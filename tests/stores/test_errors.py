@@ -438,6 +438,15 @@ def test_mongo_error_text_is_class_code_and_code_name(error: Exception, text: st
     assert str(translated) == f"MongoDB put on db.failing failed: {text}"
 
 
+def test_a_long_collection_name_is_cut_to_100_in_error_texts() -> None:
+    name = "aioproducer." + "spill_" * 30
+    store = MongoStore(_Failing(full_name=name))
+    assert repr(store) == f"MongoStore({name!r})"
+    translated = store._translate(AutoReconnect("reset"), "count")
+    where = f"MongoDB count on {name[:97]}... failed"
+    assert str(translated) == f"{where}: unavailable (AutoReconnect: reset)"
+
+
 async def test_put_ignores_duplicate_keys(caplog: pytest.LogCaptureFixture) -> None:
     """A copy already stored is no error, and does not stop the rest of the batch."""
     collection = _Failing(insert_error=_bulk_error(11000, 11000))
@@ -533,8 +542,13 @@ class _Failing:
     """A collection whose operations fail with ``error`` (index creation works)."""
 
     def __init__(
-        self, error: Exception | None = None, *, insert_error: Exception | None = None
+        self,
+        error: Exception | None = None,
+        *,
+        insert_error: Exception | None = None,
+        full_name: str = "db.failing",
     ) -> None:
+        self._full_name = full_name
         self.error = error
         self.insert_error = insert_error or error
         #: (ids, ordered) of every insert_many call.
@@ -542,7 +556,7 @@ class _Failing:
 
     @property
     def full_name(self) -> str:
-        return "db.failing"
+        return self._full_name
 
     def with_options(self, **options: Any) -> _Failing:
         return self

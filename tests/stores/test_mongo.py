@@ -16,6 +16,7 @@ from typing import Any, cast
 
 import pytest
 from pymongo import AsyncMongoClient, WriteConcern, monitoring
+from pymongo.errors import AutoReconnect
 
 from aioproducer._exceptions import StoreUnavailable
 from aioproducer._message import Properties
@@ -273,8 +274,9 @@ async def test_a_requeued_document_carries_no_lease(
 
 async def test_reads_fetch_no_more_than_they_need(mongo_backend: Backend, clock: FakeClock) -> None:
     """What the driver sends and gets back: ``by_key`` fetches the names and the dead
-    flag (never the bodies of a large backlog), ``backlog`` one timestamp, and
-    ``scan`` pages ``batch`` documents at a time in ``_id`` order, 500 by default."""
+    flag (never the bodies of a large backlog), ``backlog`` one timestamp, a claim
+    picks the ids of its candidates in claim order, and ``scan`` pages ``batch``
+    documents at a time in ``_id`` order, 500 by default."""
     listener = _Commands()
     store = MongoStore.from_url(
         mongo_backend.url,
@@ -304,6 +306,13 @@ async def test_reads_fetch_no_more_than_they_need(mongo_backend: Backend, clock:
         assert command["sort"] == {"timestamp": 1}
         [[doc]] = listener.found
         assert set(doc) == {"_id", "timestamp"}
+
+        listener.clear()
+        assert len(await store.claim("a", limit=2, lease=LEASE)) == 2
+        pick = listener.sent[0][1]
+        assert (listener.sent[0][0], pick["limit"]) == ("find", 2)
+        assert pick["sort"] == {"due_at": 1, "timestamp": 1}
+        assert {field for doc in listener.found[0] for field in doc} == {"_id"}
 
         listener.clear()
         assert len([m async for m in store.scan(batch=2)]) == 3
@@ -464,24 +473,107 @@ async def test_a_claim_takes_its_batch_in_a_few_commands_however_large(
         await store.close()
 
 
+@pytest.mark.parametrize("taken", [5, 2], ids=["every-candidate", "some-candidates"])
 async def test_a_claimer_that_loses_its_candidates_takes_the_next_ones(
-    mongo_backend: Backend, clock: FakeClock
+    mongo_backend: Backend, clock: FakeClock, taken: int
 ) -> None:
-    """Another claimer leases every candidate of this claim between its pick and its
-    update: this claim still takes the next due messages, never comes back empty."""
+    """Another claimer leases ``taken`` candidates of this claim between its pick and
+    its update: this claim still takes the next due messages in claim order, one
+    ``findAndModify`` each, never comes back empty and never takes more than its limit."""
     rival = mongo_backend.make()
-    store = MongoStore(
-        cast(MongoCollection, _RivalFirst(mongo_backend.collection, rival)), clock=clock
+    listener = _Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_backend.url, event_listeners=[listener]
     )
-    put = Messages(clock).many(12)
-    await rival.put(put)
-    mine = await store.claim("mine", limit=5, lease=LEASE)
-    assert [m.message_id for m in mine] == [m.message_id for m in put[5:10]]
-    assert (await store.backlog()).due == 2  # no more than its limit
-    assert len({m.lease_token for m in mine}) == 1
-    theirs = await mongo_backend.collection.find({"lease_owner": "rival"}).to_list(None)
-    assert sorted(d["_id"] for d in theirs) == sorted(m.message_id for m in put[:5])
+    inner = client[mongo_backend.database]["spill"]
+    store = MongoStore(cast(MongoCollection, _RivalFirst(inner, rival, taken)), clock=clock)
+    try:
+        put = Messages(clock).many(12)
+        await rival.put(put[::-1])  # written in reverse: no claim order by accident
+        mine = await store.claim("mine", limit=5, lease=LEASE)
+        assert [m.message_id for m in mine] == [m.message_id for m in put[taken : taken + 5]]
+        assert (await store.backlog()).due == 12 - taken - 5
+        tokens = {m.lease_token for m in mine}
+        assert len(tokens) == 1 and None not in tokens
+        docs = await mongo_backend.collection.find({"lease_owner": "mine"}).to_list(None)
+        assert sorted(d["_id"] for d in docs) == [m.message_id for m in mine]
+        assert {d["lease_token"] for d in docs} == tokens
+        theirs = await mongo_backend.collection.find({"lease_owner": "rival"}).to_list(None)
+        assert sorted(d["_id"] for d in theirs) == sorted(m.message_id for m in put[:taken])
+        takeovers = [c for name, c in listener.sent if name == "findAndModify"]
+        assert len(takeovers) == taken
+        assert all(c["sort"] == {"due_at": 1, "timestamp": 1} and c["new"] for c in takeovers)
+    finally:
+        await store.close()
+        await client.close()
+
+
+async def test_a_failed_claim_returns_only_once_its_takeovers_have_finished() -> None:
+    """One ``find_one_and_update`` of the takeover fails while the others are still
+    in flight: the claim raises only after they finish, never leaving requests
+    running behind a call that has already failed."""
+    collection = _TakeoverGate()
+    store = MongoStore(cast(MongoCollection, collection), clock=FakeClock())
+    claim = asyncio.ensure_future(store.claim("a", limit=3, lease=LEASE))
+
+    async def others_in_flight() -> bool:
+        return collection.in_flight == 2
+
+    try:
+        await wait_until(others_in_flight, what="two takeovers in flight")
+        assert collection.failed == 1
+        assert not claim.done()
+    finally:
+        collection.gate.set()
+    with pytest.raises(StoreUnavailable, match=r"^MongoDB claim on db\.gate failed: "):
+        await claim
+    assert collection.in_flight == 0
     await store.close()
+
+
+class _TakeoverGate:
+    """A collection whose claim loses its one candidate, and whose first
+    ``find_one_and_update`` fails while the later ones wait for ``gate``."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.failed = 0
+        self.in_flight = 0
+
+    @property
+    def full_name(self) -> str:
+        return "db.gate"
+
+    def with_options(self, **options: Any) -> _TakeoverGate:
+        return self
+
+    async def create_index(self, keys: Any, /, *, name: str) -> object:
+        return name
+
+    def find(self, filter: dict[str, Any], projection: Any = None, /, **options: Any) -> _Listed:
+        return _Listed([{"_id": "m-1"}] if "lease_token" not in filter else [])
+
+    async def update_many(self, filter: dict[str, Any], update: Any, /) -> object:
+        return None
+
+    async def find_one_and_update(
+        self,
+        filter: dict[str, Any],
+        update: Any,
+        /,
+        *,
+        sort: Any = None,
+        return_document: bool = False,
+    ) -> dict[str, Any] | None:
+        if not self.failed:
+            self.failed += 1
+            raise AutoReconnect("connection reset by peer")
+        self.in_flight += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        return None
 
 
 class _CommandNames(monitoring.CommandListener):
@@ -502,12 +594,13 @@ class _CommandNames(monitoring.CommandListener):
 
 
 class _RivalFirst:
-    """A driver collection where ``rival`` claims first, once, just before the first
-    ``update_many``: a race lost at the worst moment, made to happen."""
+    """A driver collection where ``rival`` claims ``taken`` messages first, once, just
+    before the first ``update_many``: a race lost at the worst moment, made to happen."""
 
-    def __init__(self, inner: Any, rival: Store) -> None:
+    def __init__(self, inner: Any, rival: Store, taken: int = 5) -> None:
         self._inner = inner
         self._rival: Store | None = rival
+        self._taken = taken
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -518,12 +611,13 @@ class _RivalFirst:
 
     def with_options(self, **options: Any) -> _RivalFirst:
         assert self._rival is not None
-        return _RivalFirst(self._inner.with_options(**options), self._rival)
+        return _RivalFirst(self._inner.with_options(**options), self._rival, self._taken)
 
     async def update_many(self, filter: Any, update: Any, /) -> object:
         rival, self._rival = self._rival, None
         if rival is not None:
-            assert len(await rival.claim("rival", limit=5, lease=LEASE)) == 5
+            taken = await rival.claim("rival", limit=self._taken, lease=LEASE)
+            assert len(taken) == self._taken
         return await self._inner.update_many(filter, update)
 
 
