@@ -413,6 +413,11 @@ async def test_mongo_errors_are_mapped_by_class(
             id="bulk-refused",
         ),
         pytest.param(
+            _bulk_error(57, 56, 55, 52, 14, 2, 121, 121),
+            "refused 8 of the batch (codes 121, 14, 2, 52, 55; BulkWriteError)",
+            id="bulk-first-5-codes",
+        ),
+        pytest.param(
             _bulk_error(11000, write_concern_error=True),
             "write concern not satisfied (codes 64; BulkWriteError)",
             id="bulk-write-concern",
