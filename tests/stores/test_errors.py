@@ -383,6 +383,16 @@ async def test_mongo_errors_are_mapped_by_class(
             id="write-error",
         ),
         pytest.param(
+            WriteError(SECRET, 66, {"codeName": "ImmutableField"}),
+            "refused (WriteError, code 66 ImmutableField)",
+            id="write-error-any-code",
+        ),
+        pytest.param(
+            WriteError(SECRET, 50, {"codeName": "MaxTimeMSExpired"}),
+            "unavailable (WriteError, code 50 MaxTimeMSExpired)",
+            id="write-error-timed-out",
+        ),
+        pytest.param(
             OperationFailure(SECRET, 91, {"codeName": "ShutdownInProgress" * 3}),
             "unavailable (OperationFailure, code 91 " + ("ShutdownInProgress" * 3)[:37] + "...)",
             id="code-name-cut-to-40",
@@ -423,14 +433,41 @@ async def test_mongo_errors_are_mapped_by_class(
             id="bulk-write-concern",
         ),
         pytest.param(
+            BulkWriteError(
+                {
+                    "writeErrors": [],
+                    "writeConcernErrors": [
+                        {"code": code, "errmsg": SECRET}
+                        for code in (100, 64, 79, 91, 11600, 189, 64)
+                    ],
+                }
+            ),
+            "write concern not satisfied (codes 100, 11600, 189, 64, 79; BulkWriteError)",
+            id="bulk-write-concern-first-5-codes",
+        ),
+        pytest.param(
             AutoReconnect("connection reset by peer"),
             "unavailable (AutoReconnect: connection reset by peer)",
             id="connection-failure",
         ),
         pytest.param(
+            NetworkTimeout("db1:27017: timed out " * 10),
+            "unavailable (NetworkTimeout: " + ("db1:27017: timed out " * 10)[:117] + "...)",
+            id="connection-failure-cut-to-120",
+        ),
+        pytest.param(
             InvalidDocument(f"cannot encode {SECRET}"),
             "a document cannot be stored (InvalidDocument)",
             id="invalid-document",
+        ),
+        pytest.param(
+            DocumentTooLarge(SECRET),
+            "a document cannot be stored (DocumentTooLarge)",
+            id="too-large",
+        ),
+        pytest.param(ConfigurationError(SECRET), "unavailable (ConfigurationError)", id="pymongo"),
+        pytest.param(
+            ConnectionResetError(104, SECRET), "unavailable (ConnectionResetError)", id="os-error"
         ),
         pytest.param(
             KeyError(SECRET), "unavailable (KeyError, during authentication?)", id="key-error"

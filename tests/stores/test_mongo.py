@@ -10,12 +10,13 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable
+import types
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from pymongo import AsyncMongoClient, WriteConcern, monitoring
+from pymongo import AsyncMongoClient, ReadPreference, WriteConcern, monitoring
 from pymongo.errors import AutoReconnect
 
 from aioproducer._exceptions import StoreUnavailable
@@ -42,6 +43,28 @@ def test_from_url_does_no_io_and_needs_no_event_loop() -> None:
     assert repr(store) == "MongoStore('db.coll')"
     assert store.write_concern == WriteConcern(w="majority", j=True)
     assert store.server_clock
+
+
+def test_from_url_names_its_collection_and_client_by_default() -> None:
+    store = MongoStore.from_url("mongodb://127.0.0.1:1/")
+    assert repr(store) == "MongoStore('aioproducer.spill')"
+    assert store._client is not None
+    assert store._client.options.pool_options.metadata["application"] == {"name": "aioproducer"}
+    mine = MongoStore.from_url("mongodb://127.0.0.1:1/", appname="billing")
+    assert mine._client is not None
+    assert mine._client.options.pool_options.metadata["application"] == {"name": "billing"}
+
+
+def test_an_old_pymongo_is_named_in_the_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = types.ModuleType("pymongo")
+    old.version = "4.9.2"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pymongo", old)
+    with pytest.raises(ImportError) as raised:
+        MongoStore.from_url("mongodb://127.0.0.1/")
+    assert str(raised.value) == (
+        "MongoStore needs PyMongo 4.10 or later: pip install 'aioproducer[mongo]' "
+        "(found PyMongo 4.9.2)"
+    )
 
 
 def test_from_url_bounds_every_wait_by_default() -> None:
@@ -214,6 +237,22 @@ async def test_document_layout(mongo_backend: Backend, clock: FakeClock) -> None
     assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
 
 
+async def test_accepted_at_is_utc_whatever_the_hosts_zone(
+    mongo_backend: Backend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "IST-5:30")  # a POSIX zone: needs no zone database
+    time.tzset()
+    try:
+        store = mongo_backend.make()
+        message = Messages(clock)(timestamp=1_700_000_000.25)
+        await store.put([message])
+        doc = await mongo_backend.collection.find_one({"_id": message.message_id})
+        assert doc["accepted_at"] == datetime(2023, 11, 14, 22, 13, 20, 250_000)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 async def test_properties_are_a_subdocument_of_those_set(
     mongo_backend: Backend, clock: FakeClock
 ) -> None:
@@ -330,8 +369,9 @@ async def test_reads_fetch_no_more_than_they_need(mongo_backend: Backend, clock:
 async def test_ack_and_release_take_one_command_per_batch(
     mongo_backend: Backend, clock: FakeClock
 ) -> None:
-    """``ack`` deletes by id 1000 at a time, ``release`` sends its updates unordered
-    in one command (one failed update does not stop the others)."""
+    """``ack`` deletes by id 1000 at a time; ``release``, and ``put`` for the failure
+    records of held copies, send their updates unordered in one command (one failed
+    update does not stop the others); ``close`` closes the client."""
     listener = _Commands()
     store = MongoStore.from_url(
         mongo_backend.url,
@@ -339,10 +379,18 @@ async def test_ack_and_release_take_one_command_per_batch(
         "spill",
         clock=clock,
         event_listeners=[listener],
+        timeoutMS=30_000,  # 2,503 messages on a busy machine
     )
     try:
         batch = Messages(clock).many(2_503)
-        await store.put(batch)
+        await store.put(batch[:3])
+        listener.clear()
+        await store.put([dataclasses.replace(m, attempts=1) for m in batch[:2]])
+        assert [(name, c["ordered"]) for name, c in listener.sent] == [
+            ("insert", False),
+            ("update", False),
+        ]
+        await store.put(batch[3:])
         claimed = await store.claim("a", limit=3, lease=LEASE)
         listener.clear()
         await store.release("a", claimed)
@@ -360,8 +408,10 @@ async def test_ack_and_release_take_one_command_per_batch(
             500,
         ]
         assert await store.count() == 0
+        listener.clear()
     finally:
         await store.close()
+    assert "endSessions" in [name for name, _ in listener.sent]  # its client was closed
 
 
 async def test_a_given_collection_gets_the_stores_write_concern_and_deadline(
@@ -837,6 +887,77 @@ async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(
     await store.close()
     results = await waiting
     assert [type(result) for result in results] == [StoreUnavailable, StoreUnavailable]
+    assert [str(result) for result in results] == [
+        "MongoDB store db.spill closed while opening"
+    ] * 2
+
+
+async def test_a_given_collection_is_used_with_the_stores_options_and_index() -> None:
+    """Reads from the primary and the store's write concern, whatever the collection's
+    own; the claim index under its documented name; again after each reopen."""
+    collection = _ClaimRecorder()
+    store = MongoStore(cast(MongoCollection, collection), write_concern=WriteConcern(w=2))
+    await store.close()  # never used: nothing to close
+    await store.backlog()
+    await store.backlog()
+    await store.close()
+    await store.backlog()
+    opened = {"read_preference": ReadPreference.PRIMARY, "write_concern": WriteConcern(w=2)}
+    assert collection.options == [opened, opened]
+    assert collection.indexes == [(CLAIM_INDEX_KEYS, "aioproducer_claim_by_due")] * 2
+    await store.close()
+
+
+async def test_a_failed_open_is_tried_again_by_the_next_call() -> None:
+    collection = _ClaimRecorder()
+    collection.index_errors.append(AutoReconnect("connection reset by peer"))
+    store = MongoStore(cast(MongoCollection, collection))
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.backlog()
+    where = "MongoDB backlog on db.recorder failed"
+    assert str(raised.value) == f"{where}: unavailable (AutoReconnect: connection reset by peer)"
+    assert (await store.backlog()).total == 0
+    assert len(collection.indexes) == 2
+    await store.close()
+
+
+async def test_a_caller_cancelled_as_close_stops_the_open_stays_cancelled() -> None:
+    """close() stops an open two calls wait for; one of them is cancelled at that
+    moment (its own deadline): it ends cancelled, the other fails as unavailable."""
+    collection = _ClaimRecorder()
+    collection.index_gate = asyncio.Event()
+    store = MongoStore(cast(MongoCollection, collection))
+    cancelled = asyncio.ensure_future(store.backlog())
+    waiting = asyncio.ensure_future(store.backlog())
+    await collection.index_entered.wait()
+    collection.on_index_cancelled = cancelled.cancel
+    await store.close()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    with pytest.raises(StoreUnavailable) as raised:
+        await waiting
+    assert str(raised.value) == "MongoDB store db.recorder closed while opening"
+
+
+async def test_a_client_that_fails_to_close_is_a_store_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MongoStore.from_url("mongodb://127.0.0.1:1/", "db", "spill")
+    client = store._client
+    assert client is not None
+
+    async def failing_close() -> None:
+        raise ConnectionResetError(104, "reset by peer")
+
+    monkeypatch.setattr(client, "close", failing_close)
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.close()
+    assert (
+        str(raised.value) == "MongoDB close on db.spill failed: unavailable (ConnectionResetError)"
+    )
+    monkeypatch.undo()
+    await client.close()
+    await store.close()  # the client is forgotten all the same
 
 
 async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
@@ -887,6 +1008,15 @@ class _ClaimRecorder:
     def __init__(self) -> None:
         self.counts: list[dict[str, Any]] = []
         self.finds: list[dict[str, Any]] = []
+        #: What each open asked for: the options, then the index.
+        self.options: list[dict[str, Any]] = []
+        self.indexes: list[tuple[Any, str]] = []
+        #: Errors the next index creations raise, in turn.
+        self.index_errors: list[Exception] = []
+        #: When set, index creation waits for it (and says so in ``index_entered``).
+        self.index_gate: asyncio.Event | None = None
+        self.index_entered = asyncio.Event()
+        self.on_index_cancelled: Callable[[], object] = lambda: None
         self.update_manys: list[tuple[dict[str, Any], Any]] = []
         self.find_one_and_updates: list[tuple[dict[str, Any], Any]] = []
 
@@ -895,9 +1025,20 @@ class _ClaimRecorder:
         return "db.recorder"
 
     def with_options(self, **options: Any) -> _ClaimRecorder:
+        self.options.append(options)
         return self
 
     async def create_index(self, keys: Any, /, *, name: str) -> object:
+        self.indexes.append((keys, name))
+        if self.index_errors:
+            raise self.index_errors.pop(0)
+        if self.index_gate is not None:
+            self.index_entered.set()
+            try:
+                await self.index_gate.wait()
+            except asyncio.CancelledError:
+                self.on_index_cancelled()
+                raise
         return name
 
     def find(self, filter: dict[str, Any], projection: Any = None, /, **options: Any) -> _Listed:
