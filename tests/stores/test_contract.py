@@ -137,6 +137,44 @@ async def test_put_moves_a_held_copys_failure_record_forward_only(
     assert again is not None and (again.attempts, again.dead) == (2, True)
 
 
+async def test_put_moves_each_held_copy_by_its_own_failure_record(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    """More attempts alone, or dead alone, each moves its own copy forward; a copy the
+    put is not ahead of (a dead copy put dead again with no more attempts) keeps its
+    last error and due time."""
+    untouched, retried, failed = messages.many(3)
+    await store.put([untouched, retried, failed])
+    await store.put(
+        [
+            dataclasses.replace(retried, attempts=2, last_error="nacked", due_at=clock.now + 60),
+            dataclasses.replace(failed, dead=True, last_error="returned: 312 NO_ROUTE"),
+        ]
+    )
+    records = {}
+    for message in (untouched, retried, failed):
+        held = await store.get(message.message_id)
+        assert held is not None
+        records[message.message_id] = (held.attempts, held.last_error, held.due_at, held.dead)
+    assert records == {
+        untouched.message_id: (0, None, 0.0, False),
+        retried.message_id: (2, "nacked", clock.now + 60, False),
+        failed.message_id: (0, "returned: 312 NO_ROUTE", 0.0, True),
+    }
+    await store.put(
+        [
+            dataclasses.replace(failed, dead=True, last_error="older", due_at=clock.now + 5),
+            dataclasses.replace(retried, attempts=1, last_error="older", due_at=clock.now + 5),
+        ]
+    )
+    for message in (retried, failed):
+        held = await store.get(message.message_id)
+        assert held is not None
+        assert (held.attempts, held.last_error, held.due_at, held.dead) == records[
+            message.message_id
+        ]
+
+
 async def test_a_release_never_moves_a_failure_record_back(
     store: Store, messages: Messages
 ) -> None:
@@ -310,6 +348,27 @@ async def test_backlog_counts_each_state(
     clock.advance(LEASE + 60)  # the lease expires and the held ones come due
     backlog = await store.backlog()
     assert (backlog.due, backlog.leased, backlog.held) == (6, 0, 0)
+
+
+async def test_backlog_counts_a_dead_message_as_dead_only_and_finds_the_oldest(
+    store: Store, messages: Messages, clock: FakeClock
+) -> None:
+    """A dead message is neither held (whatever its due time) nor leased (whatever
+    lease it still carries); the oldest is the earliest accepted, not the first written."""
+    leased_then_dead = messages()
+    await store.put([leased_then_dead])
+    await store.claim("a", limit=1, lease=LEASE)
+    await store.put([dataclasses.replace(leased_then_dead, attempts=1, dead=True)])
+    due = messages()
+    dead_later = messages(dead=True, due_at=clock.now + 60)
+    oldest = messages(timestamp=clock.now - 500)
+    await store.put([due, dead_later, oldest])
+
+    backlog = await store.backlog()
+    assert (backlog.total, backlog.due, backlog.leased, backlog.held, backlog.dead) == (
+        4, 2, 0, 0, 2,
+    )  # fmt: skip
+    assert backlog.oldest == oldest.timestamp
 
 
 async def test_claim_takes_the_earliest_due_first(

@@ -291,6 +291,48 @@ def test_a_bad_url_is_a_value_error_that_hides_the_password() -> None:
         assert raised.value.__cause__ is None  # the driver's text may quote the URL
 
 
+@pytest.mark.parametrize(
+    ("url", "driver_text", "text"),
+    [
+        pytest.param(
+            "mongodb://admin:hunter2-pw@db1/",
+            "cannot use mongodb://admin:hunter2-pw@db1/ as admin:hunter2-pw (hunter2-pw)",
+            "cannot use mongodb://***@db1/ as *** (***)",
+            id="user-and-password",
+        ),
+        pytest.param(
+            "mongodb://admin:hunter:2@db1/",
+            "password hunter:2 must be escaped",
+            "password *** must be escaped",
+            id="password-with-a-colon",
+        ),
+        pytest.param(
+            "mongodb://admin@db1/", "user admin unknown", "user *** unknown", id="user-only"
+        ),
+        pytest.param(
+            "mongodb://db1:27017/", "port:27017 refused", "port:27017 refused", id="no-user"
+        ),
+        pytest.param("mongodb://@db1/", "no user given", "no user given", id="empty-user"),
+        pytest.param("mongodb://admin:pw@db1/", "x" * 300, "x" * 197 + "...", id="cut-to-200"),
+    ],
+)
+def test_a_bad_url_error_text_masks_the_user_information(
+    monkeypatch: pytest.MonkeyPatch, url: str, driver_text: str, text: str
+) -> None:
+    """Whatever the driver's text quotes (the URL, the user information, the password
+    alone), the ValueError says it with the user information and the password masked,
+    in at most 200 characters after its prefix."""
+
+    def refusing(*args: Any, **kwargs: Any) -> Any:
+        raise ConfigurationError(driver_text)
+
+    monkeypatch.setattr("pymongo.AsyncMongoClient", refusing)
+    with pytest.raises(ValueError) as raised:
+        MongoStore.from_url(url)
+    assert str(raised.value) == f"invalid MongoDB URL or option: {text}"
+    assert raised.value.__cause__ is None
+
+
 # MongoDB: each kind of failure, mapped by class
 
 
@@ -344,7 +386,9 @@ async def test_mongo_errors_are_mapped_by_class(
     operation: str, error: Exception, expected: type[StoreError]
 ) -> None:
     store = MongoStore(_Failing(error), clock=FakeClock())
-    with pytest.raises(StoreError, match=rf"MongoDB {operation} on \S+ failed") as raised:
+    with pytest.raises(
+        StoreError, match=rf"^MongoDB {operation} on db\.failing failed: "
+    ) as raised:
         await OPERATIONS[operation](store, secret_message(Messages(FakeClock())))
     assert type(raised.value) is expected
     assert raised.value.__cause__ is error
@@ -352,12 +396,138 @@ async def test_mongo_errors_are_mapped_by_class(
     await store.close()
 
 
-async def test_put_ignores_duplicate_keys() -> None:
+@pytest.mark.parametrize(
+    ("error", "text"),
+    [
+        pytest.param(
+            OperationFailure(SECRET, 18, {"codeName": "AuthenticationFailed", "errmsg": SECRET}),
+            "unavailable (OperationFailure, code 18 AuthenticationFailed)",
+            id="code-name",
+        ),
+        pytest.param(
+            WriteError(SECRET, 121, {"codeName": "DocumentValidationFailure"}),
+            "refused (WriteError, code 121 DocumentValidationFailure)",
+            id="write-error",
+        ),
+        pytest.param(
+            WriteError(SECRET, 66, {"codeName": "ImmutableField"}),
+            "refused (WriteError, code 66 ImmutableField)",
+            id="write-error-any-code",
+        ),
+        pytest.param(
+            WriteError(SECRET, 50, {"codeName": "MaxTimeMSExpired"}),
+            "unavailable (WriteError, code 50 MaxTimeMSExpired)",
+            id="write-error-timed-out",
+        ),
+        pytest.param(
+            OperationFailure(SECRET, 91, {"codeName": "ShutdownInProgress" * 3}),
+            "unavailable (OperationFailure, code 91 " + ("ShutdownInProgress" * 3)[:37] + "...)",
+            id="code-name-cut-to-40",
+        ),
+        pytest.param(
+            OperationFailure(SECRET, 189, None),
+            "unavailable (OperationFailure, code 189)",
+            id="no-details",
+        ),
+        pytest.param(
+            OperationFailure(SECRET, 11600, {"code": 11600, "errmsg": SECRET}),
+            "unavailable (OperationFailure, code 11600)",
+            id="no-code-name",
+        ),
+        pytest.param(
+            OperationFailure(SECRET, 2, {"codeName": 2}),
+            "refused (OperationFailure, code 2)",
+            id="code-name-not-a-string",
+        ),
+        pytest.param(
+            ExecutionTimeout(SECRET, 50, {"codeName": "MaxTimeMSExpired"}),
+            "timed out (ExecutionTimeout, code 50)",
+            id="execution-timeout",
+        ),
+        pytest.param(
+            _bulk_error(11000, 121, 2, 121),
+            "refused 3 of the batch (codes 121, 2; BulkWriteError)",
+            id="bulk-refused",
+        ),
+        pytest.param(
+            _bulk_error(57, 56, 55, 52, 14, 2, 121, 121),
+            "refused 8 of the batch (codes 121, 14, 2, 52, 55; BulkWriteError)",
+            id="bulk-first-5-codes",
+        ),
+        pytest.param(
+            _bulk_error(11000, write_concern_error=True),
+            "write concern not satisfied (codes 64; BulkWriteError)",
+            id="bulk-write-concern",
+        ),
+        pytest.param(
+            BulkWriteError(
+                {
+                    "writeErrors": [],
+                    "writeConcernErrors": [
+                        {"code": code, "errmsg": SECRET}
+                        for code in (100, 64, 79, 91, 11600, 189, 64)
+                    ],
+                }
+            ),
+            "write concern not satisfied (codes 100, 11600, 189, 64, 79; BulkWriteError)",
+            id="bulk-write-concern-first-5-codes",
+        ),
+        pytest.param(
+            AutoReconnect("connection reset by peer"),
+            "unavailable (AutoReconnect: connection reset by peer)",
+            id="connection-failure",
+        ),
+        pytest.param(
+            NetworkTimeout("db1:27017: timed out " * 10),
+            "unavailable (NetworkTimeout: " + ("db1:27017: timed out " * 10)[:117] + "...)",
+            id="connection-failure-cut-to-120",
+        ),
+        pytest.param(
+            InvalidDocument(f"cannot encode {SECRET}"),
+            "a document cannot be stored (InvalidDocument)",
+            id="invalid-document",
+        ),
+        pytest.param(
+            DocumentTooLarge(SECRET),
+            "a document cannot be stored (DocumentTooLarge)",
+            id="too-large",
+        ),
+        pytest.param(ConfigurationError(SECRET), "unavailable (ConfigurationError)", id="pymongo"),
+        pytest.param(
+            ConnectionResetError(104, SECRET), "unavailable (ConnectionResetError)", id="os-error"
+        ),
+        pytest.param(
+            KeyError(SECRET), "unavailable (KeyError, during authentication?)", id="key-error"
+        ),
+        pytest.param(RuntimeError(SECRET), "RuntimeError", id="anything-else"),
+    ],
+)
+def test_mongo_error_text_is_class_code_and_code_name(error: Exception, text: str) -> None:
+    translated = MongoStore(_Failing())._translate(error, "put")
+    assert str(translated) == f"MongoDB put on db.failing failed: {text}"
+
+
+def test_a_long_collection_name_is_cut_to_100_in_error_texts() -> None:
+    name = "aioproducer." + "spill_" * 30
+    store = MongoStore(_Failing(full_name=name))
+    assert repr(store) == f"MongoStore({name!r})"
+    translated = store._translate(AutoReconnect("reset"), "count")
+    where = f"MongoDB count on {name[:97]}... failed"
+    assert str(translated) == f"{where}: unavailable (AutoReconnect: reset)"
+
+
+async def test_put_ignores_duplicate_keys(caplog: pytest.LogCaptureFixture) -> None:
     """A copy already stored is no error, and does not stop the rest of the batch."""
     collection = _Failing(insert_error=_bulk_error(11000, 11000))
     store = MongoStore(collection, clock=FakeClock())
     batch = Messages(FakeClock()).many(3)
-    await store.put(batch)  # raises if the duplicates were taken for a failure
+    with caplog.at_level(logging.DEBUG, logger="aioproducer.store"):
+        await store.put(batch)  # raises if the duplicates were taken for a failure
+    lines = [(r.name, r.levelno, r.getMessage()) for r in caplog.records]
+    assert lines == [
+        ("aioproducer.store", logging.DEBUG, "opened MongoDB collection db.failing"),
+        ("aioproducer.store", logging.DEBUG, "put: 2 messages already stored"),
+    ]
     # One unordered insert of the whole batch: the server goes on past a duplicate.
     assert collection.inserts == [([m.message_id for m in batch], False)]
 
@@ -380,6 +550,28 @@ async def test_put_fails_on_any_other_write_error(
         await store.put(Messages(FakeClock()).many(2))
     assert raised.value.__cause__ is error
     assert_clean(raised.value)
+
+
+async def test_put_fails_on_write_concern_errors_listed_without_write_errors() -> None:
+    """A bulk error whose details have no ``writeErrors`` list at all (PyMongo's always
+    has one; a collection of another make may leave it out) still fails the put."""
+    error = BulkWriteError({"writeConcernErrors": [{"code": 64, "errmsg": "timed out"}]})
+    store = MongoStore(_Failing(insert_error=error), clock=FakeClock())
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.put(Messages(FakeClock()).many(2))
+    assert str(raised.value) == (
+        "MongoDB put on db.failing failed: write concern not satisfied (codes 64; BulkWriteError)"
+    )
+    assert raised.value.__cause__ is error
+
+
+async def test_requeue_and_purge_count_0_when_the_write_reports_no_count() -> None:
+    """A collection whose writes answer without a count: nothing is claimed as done."""
+    store = MongoStore(_Failing(), clock=FakeClock())
+    assert await store.requeue(["m-1"]) == 0
+    assert await store.purge_dead(["m-1"]) == 0
+    assert await store.purge_dead() == 0
+    await store.close()
 
 
 async def test_a_bulk_error_of_500_messages_is_short_and_secret_free(
@@ -419,8 +611,13 @@ class _Failing:
     """A collection whose operations fail with ``error`` (index creation works)."""
 
     def __init__(
-        self, error: Exception | None = None, *, insert_error: Exception | None = None
+        self,
+        error: Exception | None = None,
+        *,
+        insert_error: Exception | None = None,
+        full_name: str = "db.failing",
     ) -> None:
+        self._full_name = full_name
         self.error = error
         self.insert_error = insert_error or error
         #: (ids, ordered) of every insert_many call.
@@ -428,7 +625,7 @@ class _Failing:
 
     @property
     def full_name(self) -> str:
-        return "db.failing"
+        return self._full_name
 
     def with_options(self, **options: Any) -> _Failing:
         return self

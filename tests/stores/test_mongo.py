@@ -4,21 +4,24 @@ that is down, frozen or restarted (nx-27017, driven through the real driver)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Awaitable
+import types
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any, cast
 
 import pytest
-from pymongo import WriteConcern, monitoring
+from pymongo import AsyncMongoClient, ReadPreference, WriteConcern, monitoring
+from pymongo.errors import AutoReconnect
 
 from aioproducer._exceptions import StoreUnavailable
 from aioproducer._message import Properties
-from aioproducer._stores._base import Store
+from aioproducer._stores._base import KeyCount, Store
 from aioproducer._stores._mongo import (
     CLAIM_INDEX_KEYS,
     DEFAULT_TIMEOUTS_MS,
@@ -40,6 +43,28 @@ def test_from_url_does_no_io_and_needs_no_event_loop() -> None:
     assert repr(store) == "MongoStore('db.coll')"
     assert store.write_concern == WriteConcern(w="majority", j=True)
     assert store.server_clock
+
+
+def test_from_url_names_its_collection_and_client_by_default() -> None:
+    store = MongoStore.from_url("mongodb://127.0.0.1:1/")
+    assert repr(store) == "MongoStore('aioproducer.spill')"
+    assert store._client is not None
+    assert store._client.options.pool_options.metadata["application"] == {"name": "aioproducer"}
+    mine = MongoStore.from_url("mongodb://127.0.0.1:1/", appname="billing")
+    assert mine._client is not None
+    assert mine._client.options.pool_options.metadata["application"] == {"name": "billing"}
+
+
+def test_an_old_pymongo_is_named_in_the_import_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    old = types.ModuleType("pymongo")
+    old.version = "4.9.2"  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "pymongo", old)
+    with pytest.raises(ImportError) as raised:
+        MongoStore.from_url("mongodb://127.0.0.1/")
+    assert str(raised.value) == (
+        "MongoStore needs PyMongo 4.10 or later: pip install 'aioproducer[mongo]' "
+        "(found PyMongo 4.9.2)"
+    )
 
 
 def test_from_url_bounds_every_wait_by_default() -> None:
@@ -111,12 +136,19 @@ class _Commands(monitoring.CommandListener):
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, dict[str, Any]]] = []
+        #: The documents each ``find`` returned in its first batch.
+        self.found: list[list[dict[str, Any]]] = []
 
     def started(self, event: Any) -> None:
         self.sent.append((event.command_name, dict(event.command)))
 
     def succeeded(self, event: Any) -> None:
-        pass
+        if event.command_name == "find":
+            self.found.append(list(event.reply["cursor"]["firstBatch"]))
+
+    def clear(self) -> None:
+        self.sent.clear()
+        self.found.clear()
 
     def failed(self, event: Any) -> None:
         pass
@@ -205,6 +237,22 @@ async def test_document_layout(mongo_backend: Backend, clock: FakeClock) -> None
     assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
 
 
+async def test_accepted_at_is_utc_whatever_the_hosts_zone(
+    mongo_backend: Backend, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TZ", "IST-5:30")  # a POSIX zone: needs no zone database
+    time.tzset()
+    try:
+        store = mongo_backend.make()
+        message = Messages(clock)(timestamp=1_700_000_000.25)
+        await store.put([message])
+        doc = await mongo_backend.collection.find_one({"_id": message.message_id})
+        assert doc["accepted_at"] == datetime(2023, 11, 14, 22, 13, 20, 250_000)
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
 async def test_properties_are_a_subdocument_of_those_set(
     mongo_backend: Backend, clock: FakeClock
 ) -> None:
@@ -228,6 +276,187 @@ async def test_a_document_from_before_properties_still_loads(
     assert got is not None and got.properties is None
     (claimed,) = await store.claim("a", limit=1, lease=LEASE)
     assert claimed.message_id == message.message_id and claimed.properties is None
+
+
+async def test_a_document_from_before_dead_was_kept_counts_as_live(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """Documents of earlier versions have no ``dead`` field: read as false everywhere."""
+    store = mongo_backend.make()
+    message = Messages(clock)(exchange="ex", routing_key="old")
+    await store.put([message])
+    await mongo_backend.collection.update_one({"_id": message.message_id}, {"$unset": {"dead": ""}})
+    assert await store.by_key() == [KeyCount("ex", "old", 1, 0)]
+    got = await store.get(message.message_id)
+    assert got is not None and not got.dead
+
+
+async def test_a_requeued_document_carries_no_lease(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """Leased, then stored as dead by another producer, then requeued: the document
+    has the documented fields only, and those of a message nobody leases."""
+    store = mongo_backend.make()
+    message = Messages(clock)()
+    await store.put([message])
+    await store.claim("owner-1", limit=1, lease=LEASE)
+    await store.put([dataclasses.replace(message, attempts=5, dead=True)])
+    raw = mongo_backend.collection
+    leased = await raw.find_one({"_id": message.message_id})
+    assert (leased["dead"], leased["lease_owner"]) == (True, "owner-1")
+    assert await store.requeue([message.message_id]) == 1
+    doc = await raw.find_one({"_id": message.message_id})
+    assert set(doc) == set(leased)
+    assert (doc["dead"], doc["attempts"], doc["due_at"]) == (False, 0, clock.now)
+    assert (doc["lease_owner"], doc["lease_until"], doc["lease_token"]) == (None, 0.0, None)
+
+
+async def test_reads_fetch_no_more_than_they_need(mongo_backend: Backend, clock: FakeClock) -> None:
+    """What the driver sends and gets back: ``by_key`` fetches the names and the dead
+    flag (never the bodies of a large backlog), ``backlog`` one timestamp, a claim
+    picks the ids of its candidates in claim order, and ``scan`` pages ``batch``
+    documents at a time in ``_id`` order, 500 by default."""
+    listener = _Commands()
+    store = MongoStore.from_url(
+        mongo_backend.url,
+        mongo_backend.database,
+        "spill",
+        clock=clock,
+        event_listeners=[listener],
+    )
+    try:
+        await store.put(Messages(clock).many(3))
+        listener.clear()
+        assert await store.by_key() == [KeyCount("", "orders", 3, 0)]
+        [(name, command)] = listener.sent
+        assert (name, command["filter"]) == ("find", {})
+        [docs] = listener.found
+        assert len(docs) == 3
+        assert {field for doc in docs for field in doc} == {
+            "_id",
+            "exchange",
+            "routing_key",
+            "dead",
+        }
+
+        listener.clear()
+        await store.backlog()
+        [command] = [command for name, command in listener.sent if name == "find"]
+        assert command["sort"] == {"timestamp": 1}
+        [[doc]] = listener.found
+        assert set(doc) == {"_id", "timestamp"}
+
+        listener.clear()
+        assert len(await store.claim("a", limit=2, lease=LEASE)) == 2
+        pick = listener.sent[0][1]
+        assert (listener.sent[0][0], pick["limit"]) == ("find", 2)
+        assert pick["sort"] == {"due_at": 1, "timestamp": 1}
+        assert {field for doc in listener.found[0] for field in doc} == {"_id"}
+
+        listener.clear()
+        assert len([m async for m in store.scan(batch=2)]) == 3
+        assert [(name, c["limit"], c["sort"]) for name, c in listener.sent] == [
+            ("find", 2, {"_id": 1})
+        ] * 2
+        assert [len(docs) for docs in listener.found] == [2, 1]
+        listener.clear()
+        assert len([m async for m in store.scan()]) == 3
+        assert [(name, c["limit"]) for name, c in listener.sent] == [("find", 500)]
+    finally:
+        await store.close()
+
+
+async def test_ack_and_release_take_one_command_per_batch(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """``ack`` deletes by id 1000 at a time; ``release``, and ``put`` for the failure
+    records of held copies, send their updates unordered in one command (one failed
+    update does not stop the others); ``close`` closes the client."""
+    listener = _Commands()
+    store = MongoStore.from_url(
+        mongo_backend.url,
+        mongo_backend.database,
+        "spill",
+        clock=clock,
+        event_listeners=[listener],
+        timeoutMS=30_000,  # 2,503 messages on a busy machine
+    )
+    try:
+        batch = Messages(clock).many(2_503)
+        await store.put(batch[:3])
+        listener.clear()
+        await store.put([dataclasses.replace(m, attempts=1) for m in batch[:2]])
+        assert [(name, c["ordered"]) for name, c in listener.sent] == [
+            ("insert", False),
+            ("update", False),
+        ]
+        await store.put(batch[3:])
+        claimed = await store.claim("a", limit=3, lease=LEASE)
+        listener.clear()
+        await store.release("a", claimed)
+        [(name, command)] = listener.sent
+        assert (name, command["ordered"], len(command["updates"])) == ("update", False, 3)
+
+        listener.clear()
+        await store.ack([m.message_id for m in batch[:3]])
+        assert [name for name, _ in listener.sent] == ["delete"]
+        listener.clear()
+        await store.ack([m.message_id for m in batch[3:]])
+        assert [len(c["deletes"][0]["q"]["_id"]["$in"]) for _, c in listener.sent] == [
+            1000,
+            1000,
+            500,
+        ]
+        assert await store.count() == 0
+        listener.clear()
+    finally:
+        await store.close()
+    assert "endSessions" in [name for name, _ in listener.sent]  # its client was closed
+
+
+async def test_a_given_collection_gets_the_stores_write_concern_and_deadline(
+    mongo_backend: Backend, clock: FakeClock
+) -> None:
+    """``MongoStore(collection, write_concern=, timeout=)``: the writes go out with that
+    write concern, and every command of a call carries what is left of ``timeout``
+    (the client itself sets no ``timeoutMS`` here)."""
+    listener = _Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_backend.url, event_listeners=[listener]
+    )
+    store = MongoStore(
+        client[mongo_backend.database]["given"],
+        clock=clock,
+        write_concern=WriteConcern(w=1),
+        timeout=2.5,
+    )
+    try:
+        assert (store.write_concern, store.timeout) == (WriteConcern(w=1), 2.5)
+        assert repr(store) == f"MongoStore('{mongo_backend.database}.given')"
+        await store.put(Messages(clock).many(2))
+        claimed = await store.claim("me", limit=1, lease=LEASE)
+        await store.ack([m.message_id for m in claimed])
+        concerns = _write_concerns(listener)
+        assert len(concerns) >= 3, listener.sent
+        assert all(concern == {"w": 1} for concern in concerns), concerns
+        ours = [c for name, c in listener.sent if name in ("createIndexes", "insert", "find")]
+        assert ours and all(0 < c.get("maxTimeMS", 0) <= 2500 for c in ours), ours
+    finally:
+        await store.close()
+        await client.close()
+
+
+def test_the_store_is_named_after_its_collection() -> None:
+    """In its repr and every error text: the collection's full name, or, for a
+    collection that has none, its class name."""
+    assert repr(MongoStore(cast(MongoCollection, _ClaimRecorder()))) == "MongoStore('db.recorder')"
+
+    class SpillCollection:
+        full_name = None
+
+    assert repr(MongoStore(cast(MongoCollection, object()))) == "MongoStore('object')"
+    named = MongoStore(cast(MongoCollection, SpillCollection()))
+    assert repr(named) == "MongoStore('SpillCollection')"
 
 
 async def test_closing_a_store_leaves_the_callers_client_open(
@@ -294,23 +523,107 @@ async def test_a_claim_takes_its_batch_in_a_few_commands_however_large(
         await store.close()
 
 
+@pytest.mark.parametrize("taken", [5, 2], ids=["every-candidate", "some-candidates"])
 async def test_a_claimer_that_loses_its_candidates_takes_the_next_ones(
-    mongo_backend: Backend, clock: FakeClock
+    mongo_backend: Backend, clock: FakeClock, taken: int
 ) -> None:
-    """Another claimer leases every candidate of this claim between its pick and its
-    update: this claim still takes the next due messages, never comes back empty."""
+    """Another claimer leases ``taken`` candidates of this claim between its pick and
+    its update: this claim still takes the next due messages in claim order, one
+    ``findAndModify`` each, never comes back empty and never takes more than its limit."""
     rival = mongo_backend.make()
-    store = MongoStore(
-        cast(MongoCollection, _RivalFirst(mongo_backend.collection, rival)), clock=clock
+    listener = _Commands()
+    client: AsyncMongoClient[dict[str, Any]] = AsyncMongoClient(
+        mongo_backend.url, event_listeners=[listener]
     )
-    put = Messages(clock).many(10)
-    await rival.put(put)
-    mine = await store.claim("mine", limit=5, lease=LEASE)
-    assert [m.message_id for m in mine] == [m.message_id for m in put[5:]]
-    assert len({m.lease_token for m in mine}) == 1
-    theirs = await mongo_backend.collection.find({"lease_owner": "rival"}).to_list(None)
-    assert sorted(d["_id"] for d in theirs) == sorted(m.message_id for m in put[:5])
+    inner = client[mongo_backend.database]["spill"]
+    store = MongoStore(cast(MongoCollection, _RivalFirst(inner, rival, taken)), clock=clock)
+    try:
+        put = Messages(clock).many(12)
+        await rival.put(put[::-1])  # written in reverse: no claim order by accident
+        mine = await store.claim("mine", limit=5, lease=LEASE)
+        assert [m.message_id for m in mine] == [m.message_id for m in put[taken : taken + 5]]
+        assert (await store.backlog()).due == 12 - taken - 5
+        tokens = {m.lease_token for m in mine}
+        assert len(tokens) == 1 and None not in tokens
+        docs = await mongo_backend.collection.find({"lease_owner": "mine"}).to_list(None)
+        assert sorted(d["_id"] for d in docs) == [m.message_id for m in mine]
+        assert {d["lease_token"] for d in docs} == tokens
+        theirs = await mongo_backend.collection.find({"lease_owner": "rival"}).to_list(None)
+        assert sorted(d["_id"] for d in theirs) == sorted(m.message_id for m in put[:taken])
+        takeovers = [c for name, c in listener.sent if name == "findAndModify"]
+        assert len(takeovers) == taken
+        assert all(c["sort"] == {"due_at": 1, "timestamp": 1} and c["new"] for c in takeovers)
+    finally:
+        await store.close()
+        await client.close()
+
+
+async def test_a_failed_claim_returns_only_once_its_takeovers_have_finished() -> None:
+    """One ``find_one_and_update`` of the takeover fails while the others are still
+    in flight: the claim raises only after they finish, never leaving requests
+    running behind a call that has already failed."""
+    collection = _TakeoverGate()
+    store = MongoStore(cast(MongoCollection, collection), clock=FakeClock())
+    claim = asyncio.ensure_future(store.claim("a", limit=3, lease=LEASE))
+
+    async def others_in_flight() -> bool:
+        return collection.in_flight == 2
+
+    try:
+        await wait_until(others_in_flight, what="two takeovers in flight")
+        assert collection.failed == 1
+        assert not claim.done()
+    finally:
+        collection.gate.set()
+    with pytest.raises(StoreUnavailable, match=r"^MongoDB claim on db\.gate failed: "):
+        await claim
+    assert collection.in_flight == 0
     await store.close()
+
+
+class _TakeoverGate:
+    """A collection whose claim loses its one candidate, and whose first
+    ``find_one_and_update`` fails while the later ones wait for ``gate``."""
+
+    def __init__(self) -> None:
+        self.gate = asyncio.Event()
+        self.failed = 0
+        self.in_flight = 0
+
+    @property
+    def full_name(self) -> str:
+        return "db.gate"
+
+    def with_options(self, **options: Any) -> _TakeoverGate:
+        return self
+
+    async def create_index(self, keys: Any, /, *, name: str) -> object:
+        return name
+
+    def find(self, filter: dict[str, Any], projection: Any = None, /, **options: Any) -> _Listed:
+        return _Listed([{"_id": "m-1"}] if "lease_token" not in filter else [])
+
+    async def update_many(self, filter: dict[str, Any], update: Any, /) -> object:
+        return None
+
+    async def find_one_and_update(
+        self,
+        filter: dict[str, Any],
+        update: Any,
+        /,
+        *,
+        sort: Any = None,
+        return_document: bool = False,
+    ) -> dict[str, Any] | None:
+        if not self.failed:
+            self.failed += 1
+            raise AutoReconnect("connection reset by peer")
+        self.in_flight += 1
+        try:
+            await self.gate.wait()
+        finally:
+            self.in_flight -= 1
+        return None
 
 
 class _CommandNames(monitoring.CommandListener):
@@ -331,12 +644,13 @@ class _CommandNames(monitoring.CommandListener):
 
 
 class _RivalFirst:
-    """A driver collection where ``rival`` claims first, once, just before the first
-    ``update_many``: a race lost at the worst moment, made to happen."""
+    """A driver collection where ``rival`` claims ``taken`` messages first, once, just
+    before the first ``update_many``: a race lost at the worst moment, made to happen."""
 
-    def __init__(self, inner: Any, rival: Store) -> None:
+    def __init__(self, inner: Any, rival: Store, taken: int = 5) -> None:
         self._inner = inner
         self._rival: Store | None = rival
+        self._taken = taken
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._inner, name)
@@ -347,12 +661,13 @@ class _RivalFirst:
 
     def with_options(self, **options: Any) -> _RivalFirst:
         assert self._rival is not None
-        return _RivalFirst(self._inner.with_options(**options), self._rival)
+        return _RivalFirst(self._inner.with_options(**options), self._rival, self._taken)
 
     async def update_many(self, filter: Any, update: Any, /) -> object:
         rival, self._rival = self._rival, None
         if rival is not None:
-            assert len(await rival.claim("rival", limit=5, lease=LEASE)) == 5
+            taken = await rival.claim("rival", limit=self._taken, lease=LEASE)
+            assert len(taken) == self._taken
         return await self._inner.update_many(filter, update)
 
 
@@ -572,6 +887,77 @@ async def test_closing_while_opening_fails_the_waiting_calls_as_unavailable(
     await store.close()
     results = await waiting
     assert [type(result) for result in results] == [StoreUnavailable, StoreUnavailable]
+    assert [str(result) for result in results] == [
+        "MongoDB store db.spill closed while opening"
+    ] * 2
+
+
+async def test_a_given_collection_is_used_with_the_stores_options_and_index() -> None:
+    """Reads from the primary and the store's write concern, whatever the collection's
+    own; the claim index under its documented name; again after each reopen."""
+    collection = _ClaimRecorder()
+    store = MongoStore(cast(MongoCollection, collection), write_concern=WriteConcern(w=2))
+    await store.close()  # never used: nothing to close
+    await store.backlog()
+    await store.backlog()
+    await store.close()
+    await store.backlog()
+    opened = {"read_preference": ReadPreference.PRIMARY, "write_concern": WriteConcern(w=2)}
+    assert collection.options == [opened, opened]
+    assert collection.indexes == [(CLAIM_INDEX_KEYS, "aioproducer_claim_by_due")] * 2
+    await store.close()
+
+
+async def test_a_failed_open_is_tried_again_by_the_next_call() -> None:
+    collection = _ClaimRecorder()
+    collection.index_errors.append(AutoReconnect("connection reset by peer"))
+    store = MongoStore(cast(MongoCollection, collection))
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.backlog()
+    where = "MongoDB backlog on db.recorder failed"
+    assert str(raised.value) == f"{where}: unavailable (AutoReconnect: connection reset by peer)"
+    assert (await store.backlog()).total == 0
+    assert len(collection.indexes) == 2
+    await store.close()
+
+
+async def test_a_caller_cancelled_as_close_stops_the_open_stays_cancelled() -> None:
+    """close() stops an open two calls wait for; one of them is cancelled at that
+    moment (its own deadline): it ends cancelled, the other fails as unavailable."""
+    collection = _ClaimRecorder()
+    collection.index_gate = asyncio.Event()
+    store = MongoStore(cast(MongoCollection, collection))
+    cancelled = asyncio.ensure_future(store.backlog())
+    waiting = asyncio.ensure_future(store.backlog())
+    await collection.index_entered.wait()
+    collection.on_index_cancelled = cancelled.cancel
+    await store.close()
+    with pytest.raises(asyncio.CancelledError):
+        await cancelled
+    with pytest.raises(StoreUnavailable) as raised:
+        await waiting
+    assert str(raised.value) == "MongoDB store db.recorder closed while opening"
+
+
+async def test_a_client_that_fails_to_close_is_a_store_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    store = MongoStore.from_url("mongodb://127.0.0.1:1/", "db", "spill")
+    client = store._client
+    assert client is not None
+
+    async def failing_close() -> None:
+        raise ConnectionResetError(104, "reset by peer")
+
+    monkeypatch.setattr(client, "close", failing_close)
+    with pytest.raises(StoreUnavailable) as raised:
+        await store.close()
+    assert (
+        str(raised.value) == "MongoDB close on db.spill failed: unavailable (ConnectionResetError)"
+    )
+    monkeypatch.undo()
+    await client.close()
+    await store.close()  # the client is forgotten all the same
 
 
 async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
@@ -599,12 +985,38 @@ async def test_a_server_clock_claim_sets_and_checks_leases_with_now() -> None:
     await store.close()
 
 
+async def test_a_server_clock_backlog_compares_leases_with_now() -> None:
+    """What a backlog counts by when no clock is given (run for real against MongoDB
+    only): leases against the server's ``$$NOW``, live ones only for leased and held."""
+    collection = _ClaimRecorder()
+    store = MongoStore(cast(MongoCollection, collection))
+    assert (await store.backlog()).oldest == 1.5
+    server_now = {"$divide": [{"$toLong": "$$NOW"}, 1000]}
+    [total, dead, leased, held] = collection.counts
+    assert (total, dead) == ({}, {"dead": True})
+    assert leased == {"dead": {"$ne": True}, "$expr": {"$gt": ["$lease_until", server_now]}}
+    assert set(held) == {"dead", "$expr", "due_at"}
+    assert held["dead"] == {"$ne": True}
+    assert held["$expr"] == {"$lte": ["$lease_until", server_now]}
+    await store.close()
+
+
 class _ClaimRecorder:
     """A collection that records what claims ask for: its ``find`` offers one
-    candidate, which every update then finds taken."""
+    candidate, which every update then finds taken. It records what backlogs count."""
 
     def __init__(self) -> None:
+        self.counts: list[dict[str, Any]] = []
         self.finds: list[dict[str, Any]] = []
+        #: What each open asked for: the options, then the index.
+        self.options: list[dict[str, Any]] = []
+        self.indexes: list[tuple[Any, str]] = []
+        #: Errors the next index creations raise, in turn.
+        self.index_errors: list[Exception] = []
+        #: When set, index creation waits for it (and says so in ``index_entered``).
+        self.index_gate: asyncio.Event | None = None
+        self.index_entered = asyncio.Event()
+        self.on_index_cancelled: Callable[[], object] = lambda: None
         self.update_manys: list[tuple[dict[str, Any], Any]] = []
         self.find_one_and_updates: list[tuple[dict[str, Any], Any]] = []
 
@@ -613,18 +1025,33 @@ class _ClaimRecorder:
         return "db.recorder"
 
     def with_options(self, **options: Any) -> _ClaimRecorder:
+        self.options.append(options)
         return self
 
     async def create_index(self, keys: Any, /, *, name: str) -> object:
+        self.indexes.append((keys, name))
+        if self.index_errors:
+            raise self.index_errors.pop(0)
+        if self.index_gate is not None:
+            self.index_entered.set()
+            try:
+                await self.index_gate.wait()
+            except asyncio.CancelledError:
+                self.on_index_cancelled()
+                raise
         return name
 
     def find(self, filter: dict[str, Any], projection: Any = None, /, **options: Any) -> _Listed:
         self.finds.append(filter)
-        return _Listed([{"_id": "m-1"}] if len(self.finds) == 1 else [])
+        return _Listed([{"_id": "m-1", "timestamp": 1.5}] if len(self.finds) == 1 else [])
 
     async def update_many(self, filter: dict[str, Any], update: Any, /) -> object:
         self.update_manys.append((filter, update))
         return None
+
+    async def count_documents(self, filter: dict[str, Any], /) -> int:
+        self.counts.append(filter)
+        return 0
 
     async def find_one_and_update(
         self,
