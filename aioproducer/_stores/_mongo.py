@@ -219,6 +219,8 @@ class MongoStore:
         PyMongo refuses.
         """
         pymongo = _pymongo()
+        if write_concern is not None:
+            _check_acknowledged(write_concern)  # before a client exists to be left open
         client_kwargs.setdefault("appname", "aioproducer")
         given = {k.lower() for k in client_kwargs} | _url_options(url)
         client_kwargs.update(
@@ -261,6 +263,7 @@ class MongoStore:
             if write_concern is not None
             else pymongo.WriteConcern(w="majority", j=True)
         )
+        _check_acknowledged(self._write_concern)
         self._timeout = timeout
         self._name = name
         self._connect: Callable[[], AsyncMongoClient[dict[str, Any]]] | None = None
@@ -652,6 +655,15 @@ class MongoStore:
 
     def _now(self) -> float:
         return time.time() if self._clock is None else self._clock()
+
+
+def _check_acknowledged(write_concern: WriteConcern) -> None:
+    """Refuse ``w=0``: with no answer to a write, a message would count as stored unseen."""
+    if not write_concern.acknowledged:
+        raise ValueError(
+            "MongoStore needs an acknowledged write concern, not w=0: "
+            "an unacknowledged write cannot tell a stored message from a lost one"
+        )
 
 
 def _url_options(url: str) -> set[str]:

@@ -446,6 +446,18 @@ async def test_a_given_collection_gets_the_stores_write_concern_and_deadline(
         await client.close()
 
 
+def test_an_unacknowledged_write_concern_is_refused() -> None:
+    """With w=0 nothing answers a write: a message would count as stored unseen."""
+    unacknowledged = WriteConcern(w=0)
+    with pytest.raises(ValueError, match="acknowledged write concern, not w=0"):
+        MongoStore(cast(MongoCollection, _ClaimRecorder()), write_concern=unacknowledged)
+    with pytest.raises(ValueError, match="acknowledged write concern, not w=0"):
+        MongoStore.from_url("mongodb://127.0.0.1:1/", write_concern=unacknowledged)
+    # Any acknowledged one is taken as given.
+    for concern in (WriteConcern(w=1), WriteConcern(w="majority", j=True, wtimeout=5000)):
+        assert MongoStore(cast(MongoCollection, _ClaimRecorder()), write_concern=concern)
+
+
 def test_the_store_is_named_after_its_collection() -> None:
     """In its repr and every error text: the collection's full name, or, for a
     collection that has none, its class name."""
