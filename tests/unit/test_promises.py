@@ -10,6 +10,7 @@ import asyncio
 import itertools
 import logging
 import re
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -305,6 +306,7 @@ def test_last_error_is_masked_and_cut_to_300_characters(
     loop: VirtualClockLoop, tmp_path: Path
 ) -> None:
     rig = Rig(loop, tmp_path)
+    assert rig.stats.last_error is None
     context = rig.producer._context
     assert context is not None
     context.record_error("x" * 300)
@@ -733,3 +735,12 @@ def test_a_background_task_that_raises_is_logged_and_restarted_on_the_store_back
     assert not any(secret in e for e in errors)
     assert rig.stats.last_error == "probe task failed: RuntimeError"
     rig.close()
+
+
+async def test_a_context_made_without_a_producer_keeps_wall_clock_time(tmp_path: Path) -> None:
+    """The standalone replay worker's due times and leases are on the host's wall clock."""
+    settings = Producer(NOWHERE, store=FakeStore(time.time), fallback_dir=tmp_path)._settings
+    context = Context(settings, FakeStore(time.time), "replay-worker")
+    before = time.time()
+    wall = context.wall()
+    assert before <= wall <= time.time()
