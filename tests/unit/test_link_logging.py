@@ -1,5 +1,7 @@
-"""AmqpLink's lines for a blocked connection: one when a publisher finds it blocked,
-one when it is unblocked. Driven without a broker: the aiormq connection is a stand-in."""
+"""AmqpLink's lines: for a blocked connection (one when a publisher finds it blocked, one
+when it is unblocked), and for each change of the connection (an attempt failed, lost,
+connected, moved, closed). Driven without a broker: the aiormq connection is a
+stand-in, and the callbacks aio-pika calls are called as it calls them."""
 
 from __future__ import annotations
 
@@ -52,3 +54,98 @@ async def test_blocked_and_unblocked_are_each_told_once(
         "publishes wait, messages spill on their deadline",
         "connection to amqp://app:***@rabbit:5672/ unblocked by the broker",
     ]
+
+
+A = "amqp://app:s3cret@node-a:5672/"
+B = "amqp://app:s3cret@node-b:5672/"
+SHOWN_A = "amqp://app:***@node-a:5672/"
+SHOWN_B = "amqp://app:***@node-b:5672/"
+
+
+def keep_order(addresses: list[str]) -> None:
+    """The shuffle a test gives a link: none, the addresses stay as given."""
+
+
+def told(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:
+    lines = [(r.levelno, r.getMessage()) for r in caplog.records]
+    caplog.clear()
+    return lines
+
+
+@pytest.mark.parametrize("addresses", [[A], [A, B]], ids=["one-node", "two-nodes"])
+async def test_each_change_of_the_connection_is_told_once_with_its_address_masked(
+    caplog: pytest.LogCaptureFixture, addresses: list[str]
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioproducer.connection")
+    errors: list[str] = []
+    link = AmqpLink(
+        addresses,
+        backoff=Backoff(0.5, cap=4.0, jitter=0),
+        on_error=errors.append,
+        shuffle=keep_order,
+    )
+    two = len(addresses) == 2
+    refused = ConnectionRefusedError(111, f"Connect call failed {A}")
+    reason = "ConnectionRefusedError(111, 'Connect call failed amqp://app:***@node-a:5672/')"
+    assert link.address is None and link.connections == 0
+
+    # The first attempt fails: a warning naming what comes next; later ones at DEBUG.
+    delay = link._rotation.failed()
+    link._attempt_failed(refused, A, delay, first=True)
+    following = SHOWN_B if two else SHOWN_A
+    then = f"trying {SHOWN_B} next" if two else "retrying in the background"
+    assert told(caplog) == [(logging.WARNING, f"cannot connect to {SHOWN_A}: {reason}; {then}")]
+    failed_at = link._rotation.address
+    delay = link._rotation.failed()
+    link._attempt_failed(refused, failed_at, delay, first=False)
+    shown = SHOWN_B if two else SHOWN_A
+    assert told(caplog) == [
+        (
+            logging.DEBUG,
+            f"connection attempt to {shown} failed: {reason}; next to {SHOWN_A} in {delay:.1f}s",
+        )
+    ]
+    # One node: each failure is a full round (0.5 s, then 1 s); two: the second ends one.
+    assert delay == (0.5 if two else 1.0)
+    assert errors == [
+        f"connecting to {SHOWN_A} failed: {reason}",
+        f"connecting to {shown} failed: {reason}",
+    ]
+    errors.clear()
+
+    # Connected (back at the first node): told, counted.
+    link._rotation.connected()
+    link._connected()
+    assert told(caplog) == [(logging.INFO, f"connected to {SHOWN_A}")]
+    assert link.connections == 1
+
+    # Lost: a warning, once; aio-pika's further failed attempts only at DEBUG.
+    lost = ConnectionResetError(104, "Connection reset by peer")
+    link._on_connection_closed(None, lost)
+    moving = f"; moving to {SHOWN_B}" if two else ""
+    assert told(caplog) == [
+        (
+            logging.WARNING,
+            f"connection to {SHOWN_A} lost: ConnectionResetError(104, "
+            f"'Connection reset by peer'){moving}",
+        )
+    ]
+    link._rotation.lost()
+    link._on_connection_closed(None, refused)
+    assert told(caplog) == [(logging.DEBUG, f"connection attempt to {following} failed: {reason}")]
+    assert errors == [
+        f"connection to {SHOWN_A} lost: ConnectionResetError(104, 'Connection reset by peer')",
+        f"connecting to {following} failed: {reason}",
+    ]
+
+    # Reconnected, to the next node if there is one: the move is told.
+    link._on_reconnected(None)
+    moved = f"connected to {SHOWN_B} (moved from {SHOWN_A})" if two else f"connected to {SHOWN_A}"
+    assert told(caplog) == [(logging.INFO, moved)]
+    assert link.connections == 2
+
+    # Closed by us: told as such, not as a loss.
+    link._closing = True
+    link._on_connection_closed(None, None)
+    assert told(caplog) == [(logging.INFO, f"connection to {following} closed")]
+    assert "s3cret" not in " ".join(errors)
