@@ -185,6 +185,8 @@ class FakeBroker:
     #: Seconds a slow confirm takes; None: until :meth:`release`.
     confirm_delay: float | None = None
     poison: dict[str, Mode] = field(default_factory=dict)
+    #: How a message's next publishes end, one mode each, before ``poison`` and ``mode``.
+    script: dict[str, list[Mode]] = field(default_factory=dict)
     deliveries: list[Delivery] = field(default_factory=list)
     #: Messages the producer accepted that the wire could not carry, with the reason.
     encoding_failures: list[str] = field(default_factory=list)
@@ -362,7 +364,8 @@ class FakeLink:
             return Result(Outcome.FAILED, "properties could not be encoded")
         if not broker.up or self.closed:
             return Result(Outcome.LOST, "connection lost")
-        mode = broker.poison.get(message.message_id, broker.mode)
+        script = broker.script.get(message.message_id)
+        mode = script.pop(0) if script else broker.poison.get(message.message_id, broker.mode)
         if mode is Mode.NACK:
             return Result(Outcome.NACKED, "nacked by the broker")
         if mode is Mode.RETURN and mandatory:
@@ -382,7 +385,7 @@ class FakeLink:
         loop = asyncio.get_running_loop()
         pending = _Pending(message, str(channel), loop.create_future())
         broker.pending.append(pending)
-        if broker.mode is not Mode.SLOW and not broker.blocked:
+        if mode is not Mode.SLOW and not broker.blocked:
             broker.release()
         elif broker.confirm_delay is not None and not broker.blocked:
             loop.call_later(broker.confirm_delay, _release_one, broker, pending)

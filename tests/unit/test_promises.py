@@ -682,6 +682,7 @@ def test_the_log_lines_docs_logging_md_describes(
             r"^producer web-1: message d{32} failed 1 times \(nacked: nacked by the broker\); "
             r"keeping it as dead$",
         ),
+        ("aioproducer.producer", "DEBUG", r"^producer web-1: message [0-9a-f]{32} confirmed$"),
         (
             "aioproducer.producer",
             "DEBUG",
