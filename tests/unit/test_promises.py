@@ -630,6 +630,9 @@ def test_the_log_lines_docs_logging_md_describes(
         max_attempts=1,
         store_backoff=Backoff(0.2, cap=0.5),
     )
+    # One confirmed while all is well.
+    rig.publish()
+    loop.drive(within=0.5)
     # An outage: messages spill, then replay once the broker is back.
     rig.broker.set_down(took=False)
     rig.burst(3)
