@@ -58,14 +58,3 @@ class translating:
         if exc is None or isinstance(exc, StoreError) or not isinstance(exc, Exception):
             return
         raise bounded(self.translate(exc, self.operation)) from exc
-
-    async def __aenter__(self) -> None:
-        return None
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.__exit__(exc_type, exc, tb)

@@ -33,7 +33,7 @@ from pymongo.errors import (
 from aioproducer._exceptions import ProducerError, StoreError, StoreRejected, StoreUnavailable
 from aioproducer._message import Message
 from aioproducer._stores._base import Store
-from aioproducer._stores._errors import MAX_ERROR_TEXT
+from aioproducer._stores._errors import MAX_ERROR_TEXT, translating
 from aioproducer._stores._mongo import MongoCursor, MongoStore
 from aioproducer._stores._sqlite import SQLiteStore
 
@@ -254,6 +254,22 @@ async def test_sqlite_close_that_fails_is_a_store_error(tmp_path: Path) -> None:
     )
     assert store._db is None  # closed for the store's part: the next call opens anew
     await opened.close()
+
+
+@pytest.mark.parametrize("length", [MAX_ERROR_TEXT, MAX_ERROR_TEXT + 1, 5_000])
+def test_a_store_error_text_is_cut_to_its_limit(length: int) -> None:
+    """Whatever a translator makes of a foreign error, at most 300 characters reach the
+    caller; the original is chained."""
+    text = ("refused: " + "E11000 " * 1_000)[:length]
+    cause = sqlite3.IntegrityError("x")
+    with (
+        pytest.raises(StoreRejected) as raised,
+        translating("put", lambda exc, operation: StoreRejected(text)),
+    ):
+        raise cause
+    expected = text if length <= MAX_ERROR_TEXT else text[: MAX_ERROR_TEXT - 3] + "..."
+    assert str(raised.value) == expected
+    assert raised.value.__cause__ is cause
 
 
 # MongoDB: the real driver, against a server that is not there
