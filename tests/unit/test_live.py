@@ -142,21 +142,27 @@ def test_after_a_missing_confirm_live_publishing_pauses_for_the_reconnect_cap(
     assert len(warnings) == 1
 
 
+@pytest.mark.parametrize(
+    ("max_in_flight", "eighth"), [(16, 2), (20, 2), (8, 1), (4, 1)], ids=["16", "20", "8", "4"]
+)
 def test_the_window_is_refilled_once_an_eighth_of_it_is_free(
-    loop: VirtualClockLoop, tmp_path: Path
+    loop: VirtualClockLoop, tmp_path: Path, max_in_flight: int, eighth: int
 ) -> None:
-    rig = Rig(loop, tmp_path, spill_after=60.0, max_in_flight=16)
+    """An eighth of ``max_in_flight`` rounded down, one at least."""
+    rig = Rig(loop, tmp_path, spill_after=60.0, max_in_flight=max_in_flight)
     rig.broker.mode = Mode.SLOW
-    rig.burst(40)
+    rig.burst(3 * max_in_flight)
     loop.drive(within=0.1)
-    assert len(rig.broker.pending) == 16
-    # One confirm frees a slot, which is not refilled alone; two (an eighth) are.
+    assert len(rig.broker.pending) == max_in_flight
+    # Fewer confirms than an eighth free slots that are not refilled one by one.
+    for freed in range(1, eighth):
+        release_one(rig.broker, rig.broker.pending[0])
+        loop.drive(within=0.1)
+        assert len(rig.broker.pending) == max_in_flight - freed
     release_one(rig.broker, rig.broker.pending[0])
     loop.drive(within=0.1)
-    assert len(rig.broker.pending) == 15
-    release_one(rig.broker, rig.broker.pending[0])
-    loop.drive(within=0.1)
-    assert len(rig.broker.pending) == 16
+    assert len(rig.broker.pending) == max_in_flight
+    rig.close()
 
 
 def test_a_result_that_cannot_be_settled_is_logged_and_its_message_published_again(
