@@ -33,7 +33,7 @@ from pymongo.errors import (
 from aioproducer._exceptions import ProducerError, StoreError, StoreRejected, StoreUnavailable
 from aioproducer._message import Message
 from aioproducer._stores._base import Store
-from aioproducer._stores._errors import MAX_ERROR_TEXT, translating
+from aioproducer._stores._errors import MAX_ERROR_TEXT, short, translating
 from aioproducer._stores._mongo import MongoCursor, MongoStore
 from aioproducer._stores._sqlite import SQLiteStore
 
@@ -254,6 +254,12 @@ async def test_sqlite_close_that_fails_is_a_store_error(tmp_path: Path) -> None:
     )
     assert store._db is None  # closed for the store's part: the next call opens anew
     await opened.close()
+
+
+def test_an_excerpt_is_one_line_and_at_most_its_limit() -> None:
+    assert short("a  b\n\tc ", 10) == "a b c"
+    assert short("x" * 10, 10) == "x" * 10
+    assert short("x" * 11, 10) == "x" * 7 + "..."
 
 
 @pytest.mark.parametrize("length", [MAX_ERROR_TEXT, MAX_ERROR_TEXT + 1, 5_000])
