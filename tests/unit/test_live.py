@@ -12,7 +12,7 @@ import pytest
 from aioproducer import Backoff, Message
 from aioproducer._link import Result
 from aioproducer._live import WRITE_BYTES, LivePublisher, _by_bytes
-from tests.fakes import Mode, VirtualClockLoop
+from tests.fakes import Mode, StoreFault, VirtualClockLoop
 from tests.fakes import _release_one as release_one
 from tests.unit.test_promises import Rig
 
@@ -195,4 +195,39 @@ def test_a_result_that_cannot_be_settled_is_logged_and_its_message_published_aga
     assert first == f"producer {rig.producer.owner}: settling {message_id} failed"
     assert trace[0] == "Traceback (most recent call last):" and trace[-1] == "RuntimeError"
     assert secret not in line
+    rig.close()
+
+
+def test_a_message_held_in_memory_is_published_again_when_its_hold_ends(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(
+        loop,
+        tmp_path,
+        spill_after=60.0,
+        retry_backoff=Backoff(0.3, cap=0.3, jitter=0),
+        store_backoff=Backoff(60.0, cap=60.0, jitter=0),
+    )
+    loop.drive(within=100.0)  # well into the producer's life, where the clock is large
+    rig.store.set_fault(StoreFault.DOWN)  # held back, and kept in memory
+    held = "h" * 32
+    rig.broker.script[held] = [Mode.NACK]
+    rig.publish(message_id=held)
+    loop.drive(within=2.0)
+    first, again = publish_times(rig, held)
+    assert again - first == pytest.approx(0.3, abs=0.01)
+    assert rig.delivered() == [held]
+    rig.store.set_fault(StoreFault.UP)
+    rig.close()
+
+
+def test_finished_writes_are_let_go(loop: VirtualClockLoop, tmp_path: Path) -> None:
+    """The publisher keeps the writes still in flight (to abandon on stop), not the rest."""
+    rig = Rig(loop, tmp_path, spill_after=60.0)
+    for _ in range(50):
+        rig.burst(3)
+        loop.drive(within=0.1)
+    assert rig.stats.confirmed == 150
+    live = rig.producer._live
+    assert live is not None and len(live._sent) <= 1
     rig.close()
