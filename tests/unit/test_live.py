@@ -231,3 +231,22 @@ def test_finished_writes_are_let_go(loop: VirtualClockLoop, tmp_path: Path) -> N
     live = rig.producer._live
     assert live is not None and len(live._sent) <= 1
     rig.close()
+
+
+def test_a_message_published_as_the_broker_returns_goes_out_at_once(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    """The publisher waited for the channel with messages to send; they were stored
+    meanwhile. It finds nothing to take when the broker is back, and goes on at once."""
+    rig = Rig(loop, tmp_path, spill_after=0.5)
+    rig.broker.set_down(took=False)
+    stored = rig.burst(3)
+    loop.drive(within=2.0)
+    assert set(stored) <= set(rig.store.records)
+    rig.broker.set_up()
+    back_at = loop.time()
+    fresh = rig.publish()
+    loop.drive(within=3.0)
+    [sent_at] = publish_times(rig, fresh)
+    assert sent_at - back_at < 0.1
+    rig.close()
