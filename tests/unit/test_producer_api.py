@@ -1,0 +1,414 @@
+"""The Producer's surface: stats() before start, flush(), error texts, defaults, and every
+argument of publish_nowait() and publish_many() carried through, with and without
+middleware. The broker and the store are in-process fakes on a virtual clock.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import errno
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aioproducer import (
+    BodyNotSerializable,
+    Outgoing,
+    ProducerClosed,
+    ProducerState,
+    ProducerStats,
+    Settlement,
+)
+from aioproducer._message import Message, Properties, State
+from aioproducer._outgoing import Finish
+from tests.fakes import FakeBroker, FakeLinkProducer, FakeStore, StoreFault, VirtualClockLoop
+from tests.unit.test_promises import NOWHERE, Rig
+
+#: Every argument publish() takes but the body, each set to a value that is not its default.
+EVERY_ARGUMENT: dict[str, Any] = {
+    "routing_key": "orders",
+    "exchange": "shop",
+    "headers": {"tenant": "acme"},
+    "message_id": "m-1",
+    "content_type": "text/x-order",
+    "priority": 7,
+    "correlation_id": "c-1",
+    "reply_to": "replies",
+    "expiration": 60_000,
+    "type": "order.placed",
+    "app_id": "shop-web",
+    "user_id": "guest",
+    "content_encoding": "gzip",
+    "persistent": False,
+    "mandatory": False,
+}
+#: The properties EVERY_ARGUMENT gives a message.
+EVERY_PROPERTY = Properties(
+    priority=7,
+    correlation_id="c-1",
+    reply_to="replies",
+    expiration="60000",
+    type="order.placed",
+    app_id="shop-web",
+    user_id="guest",
+    content_encoding="gzip",
+    persistent=False,
+    mandatory=False,
+)
+SERIALIZER_SHAPE = "the serializer must return (bytes, content_type str)"
+
+
+@pytest.fixture
+def loop() -> Iterator[VirtualClockLoop]:
+    loop = VirtualClockLoop()
+    try:
+        yield loop
+    finally:
+        loop.close()
+
+
+def unstarted(loop: VirtualClockLoop, tmp_path: Path) -> FakeLinkProducer:
+    producer = FakeLinkProducer(NOWHERE, store=FakeStore(loop.wall), fallback_dir=tmp_path)
+    producer.broker = FakeBroker()
+    return producer
+
+
+def delivered(rig: Rig) -> dict[str, Message]:
+    return {d.message_id: d.message for d in rig.broker.deliveries}
+
+
+def assert_carries_every_argument(message: Message, body: bytes) -> None:
+    assert message.body == body
+    assert (message.exchange, message.routing_key) == ("shop", "orders")
+    assert message.headers == {"tenant": "acme"}
+    assert message.content_type == "text/x-order"
+    assert message.properties == EVERY_PROPERTY
+
+
+# -- stats() and flush() -------------------------------------------------------------
+
+
+def test_stats_before_start_and_after_a_close_without_start_are_all_zero(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    producer = unstarted(loop, tmp_path)
+    zero = ProducerStats(
+        accepted=0,
+        confirmed=0,
+        spilled=0,
+        replayed=0,
+        returned=0,
+        nacked=0,
+        channel_errors=0,
+        failed=0,
+        retried=0,
+        exported=0,
+        unstorable=0,
+        dead=0,
+        buffered=0,
+        buffered_bytes=0,
+        in_flight=0,
+        held=0,
+        connected=False,
+        broker=None,
+        blocked=False,
+        store_ok=True,
+        store_errors=0,
+        connections=0,
+        state=ProducerState.NEW,
+        last_error=None,
+    )
+    assert producer.stats() == zero
+    loop.run(producer.close())
+    assert producer.stats() == dataclasses.replace(zero, state=ProducerState.CLOSED)
+
+
+def test_stats_tell_the_connection_its_address_and_a_block(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path)
+    loop.drive(within=0.1)
+    stats = rig.stats
+    assert (stats.connected, stats.broker, stats.blocked, stats.connections) == (
+        True,
+        "fake://broker/",
+        False,
+        1,
+    )
+    assert stats.state is ProducerState.RUNNING
+    rig.broker.set_blocked(True)
+    assert (rig.stats.connected, rig.stats.blocked) == (True, True)
+    rig.broker.set_blocked(False)
+    rig.broker.set_down(took=False)
+    stats = rig.stats
+    assert (stats.connected, stats.broker, stats.blocked) == (False, None, False)
+    rig.close()
+
+
+def test_flush_before_start_has_nothing_to_wait_for(loop: VirtualClockLoop, tmp_path: Path) -> None:
+    producer = unstarted(loop, tmp_path)
+    assert loop.run(producer.flush(timeout=0.0)) is True
+    loop.run(producer.close())
+
+
+def test_flush_is_true_once_all_is_confirmed_and_false_after_its_timeout(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.burst(3)
+    assert loop.run(rig.producer.flush(timeout=1.0), within=1.0) is True
+    assert rig.stats.confirmed == 3
+    rig.broker.set_down(took=False)
+    rig.burst(2)
+    start = loop.time()
+    assert loop.run(rig.producer.flush(timeout=2.5), within=10.0) is False
+    assert loop.time() - start == pytest.approx(2.5)
+    # The default timeout is five seconds.
+    start = loop.time()
+    assert loop.run(rig.producer.flush(), within=10.0) is False
+    assert loop.time() - start == pytest.approx(5.0)
+    assert rig.stats.buffered == 2
+    rig.close()
+
+
+# -- error texts ---------------------------------------------------------------------
+
+
+def test_a_producer_not_running_refuses_with_its_state_in_the_text(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    producer = unstarted(loop, tmp_path)
+    with pytest.raises(ProducerClosed, match=r"^producer is new$"):
+        producer.publish_nowait(b"x")
+    with pytest.raises(ProducerClosed, match=r"^producer is new$"):
+        loop.run(producer.publish_many([b"x"]))
+    with pytest.raises(ProducerClosed, match=r"^producer is new$"):
+        producer.settled("any")
+    loop.run(producer.close())
+
+    rig = Rig(loop, tmp_path)
+    rig.close()
+    with pytest.raises(ProducerClosed, match=r"^producer is closed$"):
+        rig.producer.publish_nowait(b"x")
+    with pytest.raises(ProducerClosed, match=r"^producer is closed$"):
+        loop.run(rig.producer.publish_many([b"x"]))
+    assert rig.stats.accepted == 0
+
+
+def test_settled_names_the_message_the_producer_closed_before_it_settled(
+    loop: VirtualClockLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def disk_full(*args: Any) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    # Neither the store nor a file takes the message on close.
+    monkeypatch.setattr("aioproducer._fallback.write_messages", disk_full)
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.broker.set_down(took=False)
+    rig.store.set_fault(StoreFault.DOWN)
+    message_id = rig.publish(message_id="lost-1")
+    waiting = loop.drive(rig.producer.settled(message_id))
+    rig.close()
+    assert waiting.done()
+    with pytest.raises(
+        ProducerClosed, match=r"^the producer closed before message lost-1 settled$"
+    ):
+        waiting.result()
+
+
+# -- defaults and arguments ----------------------------------------------------------
+
+
+def test_the_routing_key_defaults_to_empty_in_each_publish_call(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path)
+
+    async def publish_each_way() -> None:
+        await rig.producer.publish(b"a", message_id="a")
+        rig.producer.publish_nowait(b"b", message_id="b")
+        await rig.producer.publish_many([b"c"])
+
+    loop.run(publish_each_way())
+    loop.drive(within=1.0)
+    assert [(d.message.body, d.message.routing_key) for d in rig.broker.deliveries] == [
+        (b"a", ""),
+        (b"b", ""),
+        (b"c", ""),
+    ]
+    rig.close()
+
+
+def test_publish_nowait_hands_every_argument_to_the_middleware_and_the_wire(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    seen: list[Outgoing] = []
+
+    def record(outgoing: Outgoing) -> None:
+        seen.append(dataclasses.replace(outgoing))
+
+    rig = Rig(loop, tmp_path, exchange="default-exchange", middleware=[record])
+
+    async def publish() -> None:
+        rig.producer.publish_nowait({"n": 1}, **EVERY_ARGUMENT)
+        rig.producer.publish_nowait(b"plain", routing_key="q", message_id="m-2")
+
+    loop.run(publish())
+    loop.drive(within=1.0)
+    # The middleware sees each argument, the producer's exchange where none was given.
+    assert seen == [
+        Outgoing({"n": 1}, **EVERY_ARGUMENT),
+        Outgoing(b"plain", routing_key="q", exchange="default-exchange", message_id="m-2"),
+    ]
+    messages = delivered(rig)
+    assert_carries_every_argument(messages["m-1"], b'{"n":1}')
+    assert messages["m-2"].exchange == "default-exchange"
+    assert messages["m-2"].properties is None
+    rig.close()
+
+
+def test_publish_many_gives_every_body_the_shared_arguments_and_counts_each_batch(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, exchange="default-exchange")
+    shared = {k: v for k, v in EVERY_ARGUMENT.items() if k != "message_id"}
+    rig.publish()
+    first = loop.run(rig.producer.publish_many([{"n": 1}, b"raw"], **shared))
+    second = loop.run(rig.producer.publish_many([b"x", b"y", b"z"]))
+    assert rig.stats.accepted == 6
+    loop.drive(within=1.0)
+    messages = delivered(rig)
+    assert_carries_every_argument(messages[first[0]], b'{"n":1}')
+    assert_carries_every_argument(messages[first[1]], b"raw")
+    assert {messages[i].exchange for i in second} == {"default-exchange"}
+    assert rig.stats.confirmed == 6
+    rig.close()
+
+
+# -- serializers ---------------------------------------------------------------------
+
+
+def shout(body: Any) -> tuple[bytes, str]:
+    return str(body).upper().encode(), "text/x-shout"
+
+
+def test_bytes_like_bodies_go_as_they_are_whatever_the_serializer(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, serializer=shout)
+    rig.publish(bytearray(b"ab"), message_id="1")
+    rig.publish(memoryview(b"cd"), message_id="2")
+    rig.publish("ef", message_id="3")
+    loop.drive(within=1.0)
+    assert [(d.message.body, d.message.content_type) for d in rig.broker.deliveries] == [
+        (b"ab", "application/octet-stream"),
+        (b"cd", "application/octet-stream"),
+        (b"EF", "text/x-shout"),
+    ]
+    rig.close()
+
+
+def test_a_serializer_that_raises_is_named_in_300_characters_with_its_cause(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    failure = ValueError("no " * 200)
+
+    def broken(body: Any) -> tuple[bytes, str]:
+        raise failure
+
+    rig = Rig(loop, tmp_path, serializer=broken)
+    with pytest.raises(BodyNotSerializable) as caught:
+        rig.publish({"a": 1})
+    assert str(caught.value) == f"the serializer failed: ValueError: {failure}"[:300]
+    assert len(str(caught.value)) == 300
+    assert caught.value.__cause__ is failure
+    assert rig.stats.accepted == 0
+    rig.close()
+
+
+@pytest.mark.parametrize(
+    "result",
+    [
+        [b"x", "text/plain"],
+        (b"x", "text/plain", "extra"),
+        (b"x",),
+        ("x", "text/plain"),
+        (b"x", b"text/plain"),
+        b"x",
+    ],
+    ids=["list", "three", "one", "str-body", "bytes-type", "bare-bytes"],
+)
+def test_a_serializer_result_not_bytes_and_str_is_refused(
+    loop: VirtualClockLoop, tmp_path: Path, result: Any
+) -> None:
+    def wrong(body: Any) -> tuple[bytes, str]:
+        return result  # type: ignore[no-any-return]
+
+    rig = Rig(loop, tmp_path, serializer=wrong)
+    with pytest.raises(BodyNotSerializable) as caught:
+        rig.publish({"a": 1})
+    assert str(caught.value) == SERIALIZER_SHAPE
+    assert rig.stats.accepted == 0
+    rig.close()
+
+
+# -- middleware and the buffer's observer ----------------------------------------------
+
+
+def test_a_failing_finish_callback_is_logged_with_its_traceback(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    heard: list[Settlement | BaseException | None] = []
+
+    def finish(outcome: Settlement | BaseException | None) -> None:
+        heard.append(outcome)
+        raise RuntimeError("finish broke")
+
+    def watch(outgoing: Outgoing) -> Finish:
+        return finish
+
+    caplog.set_level(logging.ERROR, logger="aioproducer.producer")
+    rig = Rig(loop, tmp_path, middleware=[watch])
+    rig.publish()
+    loop.drive(within=1.0)
+    with pytest.raises(BodyNotSerializable):
+        rig.publish({1, 2})
+    assert heard[0] is Settlement.CONFIRMED and isinstance(heard[1], BodyNotSerializable)
+    failures = [
+        r
+        for r in caplog.records
+        if (r.name, r.levelname) == ("aioproducer.producer", "ERROR")
+        and r.getMessage() == "a middleware's finish callback failed"
+    ]
+    assert len(failures) == 2
+    assert all(r.exc_info is not None and r.exc_info[0] is RuntimeError for r in failures)
+    assert len(rig.broker.deliveries) == 1
+    rig.close()
+
+
+def test_the_buffer_observer_hears_every_move_also_with_a_settlement_hook(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    moves: list[tuple[Message, State]] = []
+    settled: list[tuple[str, Settlement]] = []
+    producer = FakeLinkProducer(
+        NOWHERE,
+        store=FakeStore(loop.wall),
+        fallback_dir=tmp_path,
+        on_settled=lambda message_id, outcome: settled.append((message_id, outcome)),
+    )
+    producer.broker = FakeBroker()
+    producer._observer = lambda message, state: moves.append((message, state))
+    loop.run(producer.start())
+    message_id = loop.run(producer.publish(b"x", message_id="m-1"))
+    loop.drive(within=1.0)
+    assert [(m.message_id, state) for m, state in moves] == [
+        (message_id, State.MEMORY),
+        (message_id, State.IN_FLIGHT),
+        (message_id, State.CONFIRMED),
+    ]
+    assert settled == [(message_id, Settlement.CONFIRMED)]
+    loop.run(producer.close(1.0), within=10.0)
