@@ -5,6 +5,7 @@ middleware. The broker and the store are in-process fakes on a virtual clock.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import errno
 import logging
@@ -16,7 +17,9 @@ import pytest
 
 from aioproducer import (
     BodyNotSerializable,
+    InvalidMessage,
     Outgoing,
+    Producer,
     ProducerClosed,
     ProducerState,
     ProducerStats,
@@ -288,6 +291,33 @@ def test_publish_many_gives_every_body_the_shared_arguments_and_counts_each_batc
     rig.close()
 
 
+@pytest.mark.parametrize(
+    ("field", "value", "text"),
+    [
+        ("routing_key", 1, "routing_key must be a str, not int"),
+        ("routing_key", "r" * 256, "routing_key is over 255 bytes"),
+        ("exchange", b"shop", "exchange must be a str, not bytes"),
+        ("exchange", "x" * 256, "exchange is over 255 bytes"),
+        ("message_id", "", "message_id must not be empty"),
+        ("content_type", 1.5, "content_type must be a str, not float"),
+    ],
+    ids=["key-int", "key-long", "exchange-bytes", "exchange-long", "id-empty", "type-float"],
+)
+def test_a_bad_name_is_refused_naming_its_field(
+    loop: VirtualClockLoop, tmp_path: Path, field: str, value: Any, text: str
+) -> None:
+    rig = Rig(loop, tmp_path)
+    arguments = {"routing_key": "q", field: value}
+    with pytest.raises(InvalidMessage) as caught:
+        rig.producer.publish_nowait(b"x", **arguments)
+    assert str(caught.value) == text
+    with pytest.raises(InvalidMessage) as caught:
+        loop.run(rig.producer.publish_many([Outgoing(b"x", **arguments)]))
+    assert str(caught.value) == text
+    assert rig.stats.accepted == 0
+    rig.close()
+
+
 # -- serializers ---------------------------------------------------------------------
 
 
@@ -412,3 +442,21 @@ def test_the_buffer_observer_hears_every_move_also_with_a_settlement_hook(
     ]
     assert settled == [(message_id, Settlement.CONFIRMED)]
     loop.run(producer.close(1.0), within=10.0)
+
+
+def test_the_connection_is_named_after_the_producer(
+    loop: VirtualClockLoop, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    names: list[object] = []
+
+    async def connect_robust(url: str, **options: Any) -> Any:
+        names.append(options["client_properties"]["connection_name"])
+        await asyncio.Event().wait()  # the broker never answers
+
+    monkeypatch.setattr("aioproducer._connection.aio_pika.connect_robust", connect_robust)
+    producer = Producer(NOWHERE, name="web-1", store=FakeStore(loop.wall), fallback_dir=tmp_path)
+    loop.run(producer.start())
+    loop.drive(within=0.1)
+    assert names == ["aioproducer web-1"]
+    assert producer.stats().connections == 0
+    loop.run(producer.close(0.5), within=10.0)
