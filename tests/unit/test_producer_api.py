@@ -151,6 +151,35 @@ def test_stats_tell_the_connection_its_address_and_a_block(
     rig.close()
 
 
+def test_buffered_bytes_count_the_headers_as_the_wire_carries_them(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.broker.set_down(took=False)
+    rig.publish(b"body", headers={"tenant": "acme"})
+    rig.publish(b"bare")
+    # The field table: its length (4 bytes), the key (1 + 6), "S", the value (4 + 4).
+    assert rig.stats.buffered_bytes == len(b"body") + 20 + len(b"bare")
+    rig.broker.set_up()
+    loop.drive(within=1.0)
+    assert (rig.stats.buffered, rig.stats.buffered_bytes) == (0, 0)
+    assert rig.broker.deliveries[0].message.headers == {"tenant": "acme"}
+    rig.close()
+
+
+def test_close_gives_the_broker_all_but_two_seconds_of_its_default_ten(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.broker.set_down(took=False)
+    message_id = rig.publish()
+    start = loop.time()
+    loop.run(rig.producer.close(), within=30.0)
+    assert loop.time() - start == pytest.approx(8.0)
+    assert message_id in rig.store.records
+    assert rig.stats.state is ProducerState.CLOSED
+
+
 def test_flush_before_start_has_nothing_to_wait_for(loop: VirtualClockLoop, tmp_path: Path) -> None:
     producer = unstarted(loop, tmp_path)
     assert loop.run(producer.flush(timeout=0.0)) is True
