@@ -489,3 +489,36 @@ def test_the_connection_is_named_after_the_producer(
     assert names == ["aioproducer web-1"]
     assert producer.stats().connections == 0
     loop.run(producer.close(0.5), within=10.0)
+
+
+class CloseHangs(FakeStore):
+    """A store whose close() never returns."""
+
+    async def close(self) -> None:
+        await asyncio.Event().wait()
+
+
+def test_closing_a_producer_never_started_gives_its_store_one_second(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = Producer(NOWHERE, name="web-1", store=CloseHangs(loop.wall), fallback_dir=tmp_path)
+    start = loop.time()
+    with caplog.at_level(logging.WARNING, logger="aioproducer.producer"):
+        loop.run(producer.close(), within=30.0)
+    assert loop.time() - start == pytest.approx(1.0)
+    assert producer.stats().state is ProducerState.CLOSED
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "producer web-1: closing the store failed: TimeoutError from the store")
+    ]
+
+
+def test_close_runs_as_a_task_named_aioproducer_close(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.broker.set_down(took=False)
+    rig.publish()
+    closing = loop.drive(rig.producer.close(), within=1.0)
+    assert "aioproducer-close" in {task.get_name() for task in asyncio.all_tasks(loop)}
+    loop.drive(closing, within=30.0)
+    assert closing.done() and rig.stats.state is ProducerState.CLOSED
