@@ -25,9 +25,18 @@ from aioproducer import (
     ProducerStats,
     Settlement,
 )
+from aioproducer._context import Context
+from aioproducer._link import Link
 from aioproducer._message import Message, Properties, State
 from aioproducer._outgoing import Finish
-from tests.fakes import FakeBroker, FakeLinkProducer, FakeStore, StoreFault, VirtualClockLoop
+from tests.fakes import (
+    FakeBroker,
+    FakeLink,
+    FakeLinkProducer,
+    FakeStore,
+    StoreFault,
+    VirtualClockLoop,
+)
 from tests.unit.test_promises import NOWHERE, Rig
 
 #: Every argument publish() takes but the body, each set to a value that is not its default.
@@ -167,15 +176,21 @@ def test_buffered_bytes_count_the_headers_as_the_wire_carries_them(
     rig.close()
 
 
-def test_close_gives_the_broker_all_but_two_seconds_of_its_default_ten(
-    loop: VirtualClockLoop, tmp_path: Path
+@pytest.mark.parametrize(
+    ("timeout", "drain"),
+    [(None, 8.0), (1.0, 0.5), (2.0, 1.0), (30.0, 28.0)],
+    ids=["default", "one", "two", "thirty"],
+)
+def test_close_gives_the_broker_all_but_the_last_min_half_or_two_seconds(
+    loop: VirtualClockLoop, tmp_path: Path, timeout: float | None, drain: float
 ) -> None:
     rig = Rig(loop, tmp_path, spill_after=3600.0)
     rig.broker.set_down(took=False)
     message_id = rig.publish()
     start = loop.time()
-    loop.run(rig.producer.close(), within=30.0)
-    assert loop.time() - start == pytest.approx(8.0)
+    closing = rig.producer.close() if timeout is None else rig.producer.close(timeout)
+    loop.run(closing, within=60.0)
+    assert loop.time() - start == pytest.approx(drain)
     assert message_id in rig.store.records
     assert rig.stats.state is ProducerState.CLOSED
 
@@ -522,3 +537,45 @@ def test_close_runs_as_a_task_named_aioproducer_close(
     assert "aioproducer-close" in {task.get_name() for task in asyncio.all_tasks(loop)}
     loop.drive(closing, within=30.0)
     assert closing.done() and rig.stats.state is ProducerState.CLOSED
+
+
+class ClosingLink(FakeLink):
+    """A FakeLink that notes the timeout of every close()."""
+
+    def __init__(self, broker: FakeBroker, timeouts: list[float]) -> None:
+        super().__init__(broker)
+        self.timeouts = timeouts
+
+    async def close(self, timeout: float = 2.0) -> None:
+        self.timeouts.append(timeout)
+        await super().close(timeout)
+
+
+class ClosingLinkProducer(FakeLinkProducer):
+    link_timeouts: list[float]
+
+    def _make_link(self, context: Context) -> Link:
+        return ClosingLink(self.broker, self.link_timeouts)
+
+
+def test_close_gives_the_connection_and_the_store_half_a_second_each(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    producer = ClosingLinkProducer(
+        NOWHERE, name="web-1", store=CloseHangs(loop.wall), fallback_dir=tmp_path
+    )
+    producer.broker = FakeBroker()
+    producer.link_timeouts = []
+    loop.run(producer.start())
+    loop.run(producer.publish(b"x"))
+    loop.drive(within=1.0)
+    assert producer.stats().confirmed == 1
+    start = loop.time()
+    with caplog.at_level(logging.WARNING, logger="aioproducer.producer"):
+        loop.run(producer.close(5.0), within=30.0)
+    # Nothing to drain or store: the store's close is all that takes time.
+    assert loop.time() - start == pytest.approx(0.5)
+    assert producer.link_timeouts == [0.5]
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("WARNING", "producer web-1: closing the store failed: TimeoutError from the store")
+    ]
