@@ -9,13 +9,17 @@ import asyncio
 import dataclasses
 import errno
 import logging
+import os
+import re
+import socket
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
 from aioproducer import (
+    Backoff,
     BodyNotSerializable,
     InvalidMessage,
     Outgoing,
@@ -24,11 +28,17 @@ from aioproducer import (
     ProducerState,
     ProducerStats,
     Settlement,
+    SQLiteStore,
 )
+from aioproducer._config import Settings
 from aioproducer._context import Context
 from aioproducer._link import Link
+from aioproducer._live import LivePublisher
 from aioproducer._message import Message, Properties, State
 from aioproducer._outgoing import Finish
+from aioproducer._replay import Replayer
+from aioproducer._spill import Spiller
+from aioproducer._stores._base import Store
 from tests.fakes import (
     FakeBroker,
     FakeLink,
@@ -463,8 +473,9 @@ def test_a_failing_finish_callback_is_logged_with_its_traceback(
     rig.close()
 
 
-def test_the_buffer_observer_hears_every_move_also_with_a_settlement_hook(
-    loop: VirtualClockLoop, tmp_path: Path
+@pytest.mark.parametrize("hook", [False, True], ids=["alone", "beside-a-hook"])
+def test_the_buffer_observer_hears_every_move_with_or_without_a_settlement_hook(
+    loop: VirtualClockLoop, tmp_path: Path, hook: bool
 ) -> None:
     moves: list[tuple[Message, State]] = []
     settled: list[tuple[str, Settlement]] = []
@@ -472,7 +483,7 @@ def test_the_buffer_observer_hears_every_move_also_with_a_settlement_hook(
         NOWHERE,
         store=FakeStore(loop.wall),
         fallback_dir=tmp_path,
-        on_settled=lambda message_id, outcome: settled.append((message_id, outcome)),
+        on_settled=(lambda i, outcome: settled.append((i, outcome))) if hook else None,
     )
     producer.broker = FakeBroker()
     producer._observer = lambda message, state: moves.append((message, state))
@@ -484,7 +495,7 @@ def test_the_buffer_observer_hears_every_move_also_with_a_settlement_hook(
         (message_id, State.IN_FLIGHT),
         (message_id, State.CONFIRMED),
     ]
-    assert settled == [(message_id, Settlement.CONFIRMED)]
+    assert settled == ([(message_id, Settlement.CONFIRMED)] if hook else [])
     loop.run(producer.close(1.0), within=10.0)
 
 
@@ -579,3 +590,174 @@ def test_close_gives_the_connection_and_the_store_half_a_second_each(
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "producer web-1: closing the store failed: TimeoutError from the store")
     ]
+
+
+# -- options, start, the background tasks ----------------------------------------------
+
+
+def test_every_option_left_out_takes_the_default_docs_configuration_md_gives(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    producer = Producer()
+    assert producer._settings == Settings(
+        url="amqp://guest:guest@127.0.0.1:5672/",
+        exchange="",
+        spill_after=5.0,
+        max_buffer=10_000,
+        max_buffer_bytes=256 * 2**20,
+        max_message_size=16 * 2**20,
+        max_in_flight=1000,
+        high_water=0.8,
+        persistent=True,
+        mandatory=True,
+        lease=30.0,
+        replay_batch=200,
+        replay_interval=1.0,
+        confirm_timeout=10.0,
+        connect_timeout=10.0,
+        max_attempts=None,
+        reconnect_backoff=Backoff(0.1, cap=0.5),
+        retry_backoff=Backoff(1.0, cap=60.0),
+        store_backoff=Backoff(0.2, cap=10.0),
+        fallback_dir=Path("."),
+    )
+    assert (producer.url, producer.exchange) == ("amqp://guest:guest@127.0.0.1:5672/", "")
+    assert (producer.spill_after, producer.max_buffer) == (5.0, 10_000)
+    assert producer.max_message_size == 16 * 2**20
+    assert isinstance(producer.store, SQLiteStore)
+    assert repr(producer.store) == "SQLiteStore('aioproducer-spill.db')"
+    assert re.fullmatch(
+        rf"{re.escape(socket.gethostname())}:{os.getpid()}:[0-9a-f]{{6}}", producer.owner
+    )
+
+
+def test_every_option_given_is_the_one_in_force(tmp_path: Path) -> None:
+    store = FakeStore(lambda: 0.0)
+    backoffs = Backoff(0.3, cap=0.3), Backoff(3.0, cap=3.0), Backoff(0.7, cap=0.7)
+    producer = Producer(
+        ["amqp://app:pw@a/", "amqp://app:pw@b/"],
+        exchange="shop",
+        store=store,
+        spill_after=2.0,
+        max_buffer=7,
+        max_message_size=1000,
+        persistent=False,
+        max_attempts=3,
+        reconnect_backoff=backoffs[0],
+        retry_backoff=backoffs[1],
+        store_backoff=backoffs[2],
+        fallback_dir=tmp_path,
+        name="web-1",
+    )
+    settings = producer._settings
+    assert (settings.persistent, settings.max_attempts, settings.fallback_dir) == (
+        False,
+        3,
+        tmp_path,
+    )
+    assert (settings.reconnect_backoff, settings.retry_backoff, settings.store_backoff) == (
+        backoffs
+    )
+    assert producer.url == ["amqp://app:pw@a/", "amqp://app:pw@b/"]
+    assert (producer.exchange, producer.store, producer.owner) == ("shop", store, "web-1")
+    assert (producer.spill_after, producer.max_buffer, producer.max_message_size) == (
+        2.0,
+        7,
+        1000,
+    )
+    assert Producer(store=store, fallback_dir=tmp_path, persistent=True)._settings.persistent
+
+
+def test_a_closed_producer_cannot_be_started_again(loop: VirtualClockLoop, tmp_path: Path) -> None:
+    rig = Rig(loop, tmp_path)
+    loop.run(rig.producer.start())  # running: nothing happens
+    assert rig.stats.connections == 1
+    rig.close()
+    with pytest.raises(ProducerClosed, match=r"^a closed producer cannot be started again$"):
+        loop.run(rig.producer.start())
+
+
+def test_a_failing_on_settled_hook_is_logged_with_the_producer_and_the_message(
+    loop: VirtualClockLoop, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def hook(message_id: str, outcome: Settlement) -> None:
+        raise RuntimeError("hook broke")
+
+    caplog.set_level(logging.ERROR, logger="aioproducer.producer")
+    rig = Rig(loop, tmp_path, name="web-1", on_settled=hook)
+    rig.publish(message_id="m-1")
+    loop.drive(within=1.0)
+    assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
+        ("ERROR", "producer web-1: on_settled failed for message m-1 (confirmed)")
+    ]
+    rig.close()
+
+
+@pytest.mark.crashing_task
+def test_each_background_task_is_named_when_it_fails(
+    loop: VirtualClockLoop,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    failed: set[str] = set()
+
+    def fail_once(cls: type[Any]) -> None:
+        original = cls.run
+
+        async def run(self: Any) -> None:
+            if cls.__name__ not in failed:
+                failed.add(cls.__name__)
+                raise RuntimeError("once")
+            await original(self)
+
+        monkeypatch.setattr(cls, "run", run)
+
+    for cls in (LivePublisher, Spiller, Replayer):
+        fail_once(cls)
+    caplog.set_level(logging.ERROR, logger="aioproducer.producer")
+    rig = Rig(loop, tmp_path, name="web-1", store_backoff=Backoff(0.5, cap=0.5, jitter=0))
+    loop.drive(within=1.0)
+    lines = sorted(r.getMessage().splitlines()[0] for r in caplog.records)
+    assert lines == [
+        f"producer web-1: {name} task failed; restarting it in 0.5s"
+        for name in ("publisher", "replay", "spill")
+    ]
+    assert rig.publish() in rig.delivered()
+    rig.close()
+
+
+class NoSizeLimit:
+    """A store of one's own that names no ``max_body_size``: the option alone bounds a body."""
+
+    async def close(self) -> None:
+        pass
+
+
+def test_a_store_without_a_size_limit_leaves_max_message_size_as_given(tmp_path: Path) -> None:
+    store = cast(Store, NoSizeLimit())
+    producer = Producer(store=store, fallback_dir=tmp_path, max_message_size=1234)
+    assert producer.max_message_size == 1234
+    assert Producer(store=store, fallback_dir=tmp_path).max_message_size == 16 * 2**20
+
+
+@pytest.mark.parametrize(
+    ("urls", "allowed", "refused"),
+    [
+        ("amqp://app:pw@127.0.0.1:1/", "app", "guest"),
+        ("amqp://127.0.0.1:1/", "guest", "app"),
+        (["amqp://app:pw@127.0.0.1:1/", "amqp://app:pw@127.0.0.1:2/"], "app", "guest"),
+    ],
+    ids=["named", "unnamed", "several"],
+)
+def test_user_id_is_the_user_the_urls_name_or_guest(
+    loop: VirtualClockLoop, tmp_path: Path, urls: str | list[str], allowed: str, refused: str
+) -> None:
+    producer = FakeLinkProducer(urls, store=FakeStore(loop.wall), fallback_dir=tmp_path)
+    producer.broker = FakeBroker()
+    loop.run(producer.start())
+    assert producer.publish_nowait(b"x", user_id=allowed)
+    with pytest.raises(InvalidMessage, match=rf"^user_id '{refused}' is not the user"):
+        producer.publish_nowait(b"x", user_id=refused)
+    loop.run(producer.close(1.0), within=10.0)
