@@ -761,3 +761,22 @@ def test_user_id_is_the_user_the_urls_name_or_guest(
     with pytest.raises(InvalidMessage, match=rf"^user_id '{refused}' is not the user"):
         producer.publish_nowait(b"x", user_id=refused)
     loop.run(producer.close(1.0), within=10.0)
+
+
+def test_a_close_cancelled_twice_raises_cancelled_even_when_the_second_lands_at_its_end(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.broker.set_down(took=False)
+    message_id = rig.publish()
+    closing = loop.drive(rig.producer.close(), within=1.0)
+    assert not closing.done()
+    closer = rig.producer._closer
+    assert closer is not None
+    # Once during the drain, once more just as the closing work ends.
+    closing.cancel()
+    closer.add_done_callback(lambda _: closing.cancel())
+    loop.drive(within=30.0)
+    assert closing.cancelled()
+    assert message_id in rig.store.records
+    assert rig.stats.state is ProducerState.CLOSED
