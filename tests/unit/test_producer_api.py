@@ -780,3 +780,19 @@ def test_a_close_cancelled_twice_raises_cancelled_even_when_the_second_lands_at_
     assert closing.cancelled()
     assert message_id in rig.store.records
     assert rig.stats.state is ProducerState.CLOSED
+
+
+def test_a_close_cancelled_just_as_its_work_ends_still_raises_cancelled(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=3600.0)
+    rig.broker.set_down(took=False)
+    message_id = rig.publish()
+    closing = loop.drive(rig.producer.close(), within=1.0)
+    closer = rig.producer._closer
+    assert closer is not None
+    closer.add_done_callback(lambda _: closing.cancel())
+    loop.drive(within=30.0)
+    assert closing.cancelled()
+    assert message_id in rig.store.records
+    assert rig.stats.state is ProducerState.CLOSED
