@@ -284,10 +284,11 @@ class Producer:
             try:
                 await asyncio.shield(closer)
             except asyncio.CancelledError:
+                # Raised below once closing is done, even when it came as closing ended.
+                cancelled = True
                 if closer.done():
                     break
                 # Skip what is left of the drain; storing the rest still completes.
-                cancelled = True
                 self._abandon_drain.set()
         if cancelled:
             raise asyncio.CancelledError

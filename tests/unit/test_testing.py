@@ -13,6 +13,7 @@ from aioproducer import (
     Outgoing,
     Producer,
     ProducerClosed,
+    ProducerState,
     Settlement,
     ThreadedProducer,
     UnknownMessage,
@@ -130,3 +131,20 @@ async def test_a_full_fake_refuses_as_the_producer_does() -> None:
             await producer.publish(b"c")
         producer.settle()
         await producer.publish(b"c")
+
+
+async def test_its_stats_show_a_running_producer_that_made_no_connection() -> None:
+    async with FakeProducer() as producer:
+        stats = producer.stats()
+        assert (stats.connected, stats.broker, stats.blocked, stats.connections) == (
+            True,
+            None,
+            False,
+            0,
+        )
+        assert (stats.state, stats.store_ok, stats.last_error) == (
+            ProducerState.RUNNING,
+            True,
+            None,
+        )
+    assert producer.stats().state is ProducerState.CLOSED
