@@ -23,6 +23,7 @@ from aioproducer import (
     SQLiteStore,
     json_serializer,
 )
+from aioproducer._serializer import encode_text
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
 ORDER_ID = uuid.UUID("12345678-1234-5678-1234-567812345678")
@@ -191,3 +192,16 @@ async def test_a_custom_serializers_failures_raise_at_publish(tmp_path: Path) ->
 async def test_the_size_limit_applies_to_what_the_serializer_made(custom: Producer) -> None:
     with pytest.raises(MessageTooLarge):
         await custom.publish("x" * 101)
+
+
+def test_what_json_cannot_encode_is_refused_naming_its_type_and_a_lone_surrogate_its_cause() -> (
+    None
+):
+    with pytest.raises(BodyNotSerializable) as raised:
+        json_serializer({"ids": {1, 2}})
+    assert str(raised.value) == "body is not JSON-serialisable: a set is not JSON-serialisable"
+    assert isinstance(raised.value.__cause__, TypeError)
+    with pytest.raises(BodyNotSerializable) as surrogate:
+        encode_text("caf\ud800")
+    assert str(surrogate.value) == "body is not valid Unicode (a lone surrogate)"
+    assert surrogate.value.__cause__ is None
