@@ -88,8 +88,9 @@ def test_after_the_shuffle_the_order_is_kept_for_good() -> None:
 
 
 def test_no_address_is_refused() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError) as raised:
         Rotation([], STEPS)
+    assert str(raised.value) == "at least one broker address is needed"
 
 
 # -- the addresses as the producer takes them ---------------------------------------
