@@ -4,7 +4,6 @@ cuts its writes; on the virtual clock, against the fake broker."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -15,15 +14,6 @@ from aioproducer._live import WRITE_BYTES, LivePublisher, _by_bytes
 from tests.fakes import Mode, StoreFault, VirtualClockLoop
 from tests.fakes import _release_one as release_one
 from tests.unit.test_promises import Rig
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def sized(*lengths: int) -> list[Message]:
@@ -69,6 +59,7 @@ def test_a_named_missing_exchange_holds_back_its_message_at_the_first_break(
     # Held back (and so stored at once) with an attempt counted.
     assert rig.stats.channel_errors == 1
     assert rig.store.records[gone].message.attempts == 1
+    rig.close()
 
 
 def test_an_unnamed_channel_error_holds_back_a_message_after_its_second_break_in_a_row(
@@ -97,6 +88,7 @@ def test_an_unnamed_channel_error_holds_back_a_message_after_its_second_break_in
     assert len(publish_times(rig, other)) == 4
     assert rig.stats.channel_errors == 5 and rig.stats.retried == 1
     assert rig.store.records[other].message.attempts == 1
+    rig.close()
 
 
 def test_after_a_lost_connection_live_publishing_waits_the_first_reconnect_delay(
@@ -114,6 +106,7 @@ def test_after_a_lost_connection_live_publishing_waits_the_first_reconnect_delay
     _, again = publish_times(rig, message_id)
     assert again - lost_at == pytest.approx(0.5, abs=0.01)
     assert rig.delivered() == [message_id]
+    rig.close()
 
 
 def test_after_a_missing_confirm_live_publishing_pauses_for_the_reconnect_cap(
@@ -140,6 +133,7 @@ def test_after_a_missing_confirm_live_publishing_pauses_for_the_reconnect_cap(
         assert len(sent) == 2 and sent[1] - sent[0] == pytest.approx(given_up_at + 4.0, abs=0.01)
     warnings = [r.getMessage() for r in caplog.records if "no confirm" in r.getMessage()]
     assert len(warnings) == 1
+    rig.close()
 
 
 @pytest.mark.parametrize(

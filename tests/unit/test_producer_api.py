@@ -12,7 +12,6 @@ import logging
 import os
 import re
 import socket
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, cast
 
@@ -81,15 +80,6 @@ EVERY_PROPERTY = Properties(
     mandatory=False,
 )
 SERIALIZER_SHAPE = "the serializer must return (bytes, content_type str)"
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def unstarted(loop: VirtualClockLoop, tmp_path: Path) -> FakeLinkProducer:

@@ -6,7 +6,7 @@ import asyncio
 import itertools
 import logging
 import re
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -16,16 +16,7 @@ from aioproducer._link import Outcome, Result
 from aioproducer._producer import CLOSE_MARGIN
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.fakes import _release_one as release_one
-from tests.unit.test_promises import Rig
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
+from tests.unit.test_promises import Rig, gaps
 
 
 def outage(rig: Rig, loop: VirtualClockLoop, count: int) -> list[str]:
@@ -93,10 +84,6 @@ class ClaimRecordingStore(FakeStore):
     async def claim(self, owner: str, *, limit: int, lease: float) -> list[Message]:
         self.claims.append(asyncio.get_running_loop().time())
         return await super().claim(owner, limit=limit, lease=lease)
-
-
-def gaps(times: list[float]) -> list[float]:
-    return [round(later - earlier, 3) for earlier, later in itertools.pairwise(times)]
 
 
 def test_a_failing_claim_is_retried_on_the_store_backoff_schedule_and_told(

@@ -7,7 +7,7 @@ spill deadlines and timeouts pass without real time passing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -22,13 +22,6 @@ from tests.fakes import FakeBroker, FakeLinkProducer, FakeStore, Mode, VirtualCl
 from tests.waiting import wait_until
 
 Heard = list[tuple[str, Settlement]]
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    yield loop
-    loop.close()
 
 
 @pytest.fixture

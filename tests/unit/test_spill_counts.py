@@ -2,23 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from aioproducer import Backoff
 from tests.fakes import Mode, VirtualClockLoop
 from tests.unit.test_promises import Rig
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def test_stored_dead_and_refused_messages_add_up_across_writes(

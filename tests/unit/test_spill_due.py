@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,15 +10,6 @@ import pytest
 from aioproducer import Backoff, Message
 from tests.fakes import FakeStore, Mode, VirtualClockLoop
 from tests.unit.test_promises import Rig
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def publishes(rig: Rig, message_id: str) -> list[tuple[float, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -13,15 +13,6 @@ from aioproducer import Backoff, StoreUnavailable
 from aioproducer._fallback import read_messages
 from tests.fakes import FakeStore, Mode, StoreFault, VirtualClockLoop
 from tests.unit.test_promises import Rig
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def spill_lines(caplog: pytest.LogCaptureFixture, level: int) -> list[str]:

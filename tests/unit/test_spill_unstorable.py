@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -53,15 +53,6 @@ class PutRecordingStore(FakeStore):
     async def put(self, messages: Sequence[Message]) -> None:
         self.puts.append([m.message_id for m in messages])
         await super().put(messages)
-
-
-@pytest.fixture
-def loop() -> Iterator[VirtualClockLoop]:
-    loop = VirtualClockLoop()
-    try:
-        yield loop
-    finally:
-        loop.close()
 
 
 def refusing_rig(loop: VirtualClockLoop, tmp_path: Path) -> tuple[Rig, PutRecordingStore]:
