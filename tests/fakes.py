@@ -365,7 +365,8 @@ class FakeLink:
         if not broker.up or self.closed:
             return Result(Outcome.LOST, "connection lost")
         script = broker.script.get(message.message_id)
-        mode = script.pop(0) if script else broker.poison.get(message.message_id, broker.mode)
+        scripted = script.pop(0) if script else None
+        mode = scripted or broker.poison.get(message.message_id, broker.mode)
         if mode is Mode.NACK:
             return Result(Outcome.NACKED, "nacked by the broker")
         if mode is Mode.RETURN and mandatory:
@@ -385,7 +386,7 @@ class FakeLink:
         loop = asyncio.get_running_loop()
         pending = _Pending(message, str(channel), loop.create_future())
         broker.pending.append(pending)
-        if mode is not Mode.SLOW and not broker.blocked:
+        if broker.mode is not Mode.SLOW and scripted is not Mode.SLOW and not broker.blocked:
             broker.release()
         elif broker.confirm_delay is not None and not broker.blocked:
             loop.call_later(broker.confirm_delay, _release_one, broker, pending)
