@@ -31,6 +31,7 @@ from aioproducer import (
 )
 from aioproducer._config import Settings
 from aioproducer._context import Context
+from aioproducer._fallback import read_messages
 from aioproducer._link import Link
 from aioproducer._live import LivePublisher
 from aioproducer._message import Message, Properties, State
@@ -43,6 +44,7 @@ from tests.fakes import (
     FakeLink,
     FakeLinkProducer,
     FakeStore,
+    Mode,
     StoreFault,
     VirtualClockLoop,
 )
@@ -580,6 +582,59 @@ def test_close_gives_the_connection_and_the_store_half_a_second_each(
     assert [(r.levelname, r.getMessage()) for r in caplog.records] == [
         ("WARNING", "producer web-1: closing the store failed: TimeoutError from the store")
     ]
+
+
+def test_deleting_late_confirmed_copies_on_close_gets_only_what_is_left_of_the_timeout(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    rig = Rig(loop, tmp_path, spill_after=0.5, confirm_timeout=10.0)
+    rig.broker.mode = Mode.SLOW  # confirms held until released
+    stored = rig.publish()
+    loop.drive(within=1.0)
+    assert stored in rig.store.records  # copied while in flight
+    rig.store.set_fault(StoreFault.HANGING)
+    rig.publish()
+    loop.drive(within=1.0)  # the spiller's write of the second hangs
+    rig.broker.release()  # the stored copy is redundant now; its delete waits for close
+    rig.broker.confirm_delay = None
+    held = rig.publish()  # never confirmed: the drain waits out its share
+    start = loop.time()
+    loop.run(rig.producer.close(2.0), within=30.0)
+    # The drain ends at 1 s, the write of the held message at the 2 s deadline; the
+    # delete of the redundant copy, which hangs too, gets what is left: nothing.
+    assert loop.time() - start == pytest.approx(2.0)
+    assert stored in rig.store.records  # left: replayed later, a duplicate, never a loss
+    [path] = tmp_path.glob("aioproducer-unsent-*.jsonl")
+    assert [m.message_id for m in read_messages(path)] == [held]
+    assert rig.stats.state is ProducerState.CLOSED
+
+
+class FailingCloseLink(FakeLink):
+    """A FakeLink whose close() fails with an error nothing expects (a bug)."""
+
+    async def close(self, timeout: float = 2.0) -> None:
+        raise RuntimeError("the link could not close")
+
+
+class FailingCloseLinkProducer(FakeLinkProducer):
+    def _make_link(self, context: Context) -> Link:
+        return FailingCloseLink(self.broker)
+
+
+def test_an_unexpected_error_in_closing_reaches_every_close_call_after_the_store_closed(
+    loop: VirtualClockLoop, tmp_path: Path
+) -> None:
+    store = FakeStore(loop.wall)
+    producer = FailingCloseLinkProducer(NOWHERE, store=store, fallback_dir=tmp_path)
+    producer.broker = FakeBroker()
+    loop.run(producer.start())
+    message_id = loop.run(producer.publish(b"x"))
+    loop.drive(within=1.0)
+    assert [d.message_id for d in producer.broker.deliveries] == [message_id]
+    for _ in range(2):
+        with pytest.raises(RuntimeError, match=r"^the link could not close$"):
+            loop.run(producer.close(1.0), within=10.0)
+        assert producer.stats().state is ProducerState.CLOSED
 
 
 # -- options, start, the background tasks ----------------------------------------------
