@@ -57,9 +57,12 @@ SPIN_LIMIT = 100_000
 class _VirtualSelector(selectors.SelectSelector):
     """Polls without blocking; when the loop would wait, lets virtual time move instead."""
 
-    def __init__(self, on_idle: Callable[[float | None], None]) -> None:
+    def __init__(
+        self, on_idle: Callable[[float | None], None], busy_with: Callable[[], str]
+    ) -> None:
         super().__init__()
         self._on_idle = on_idle
+        self._busy_with = busy_with
         self.busy = 0
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
@@ -71,7 +74,10 @@ class _VirtualSelector(selectors.SelectSelector):
             self.busy += 1
             if self.busy > SPIN_LIMIT:
                 self.busy = 0
-                raise SpinError(f"{SPIN_LIMIT} loop iterations without a wait: a task spins")
+                raise SpinError(
+                    f"{SPIN_LIMIT} loop iterations without a wait: a task spins; "
+                    f"ready: {self._busy_with()}"
+                )
         return ready
 
 
@@ -86,7 +92,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
         self._limit = 0.0
         self._idle: asyncio.Future[None] | None = None
-        super().__init__(_VirtualSelector(self._idle_for))
+        super().__init__(_VirtualSelector(self._idle_for, self._busy_with))
 
     def time(self) -> float:
         return self._now
@@ -105,6 +111,12 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         if idle is None or idle.done():
             raise RuntimeError("the virtual loop went idle outside drive()")
         idle.set_result(None)
+
+    def _busy_with(self) -> str:
+        """The callbacks ready to run and the timers already due: what keeps the loop busy."""
+        ready = list(self._ready)[:5]  # type: ignore[attr-defined]
+        due = [t for t in self._scheduled if t.when() <= self._now][:5]  # type: ignore[attr-defined]
+        return f"{ready!r}, due timers {due!r}"
 
     def _stop_clock(self, _: object) -> None:
         self._limit = min(self._limit, self._now)
