@@ -254,12 +254,15 @@ class Buffer:
         pending = self._pending
         excess = len(self._unsettled) - self._spilling - len(batch) - self.high_water
         skipped: list[Message] = []
-        while pending and len(batch) < limit and (pending[0].deadline <= now or excess > 0):
-            message = pending.popleft()
-            if message.unstorable:
-                skipped.append(message)
+        while pending and len(batch) < limit:
+            # Refused messages are passed over whatever their deadline, as next_deadline()
+            # passes over them: a retried one may sit before older messages already due.
+            if pending[0].unstorable:
+                skipped.append(pending.popleft())
                 continue
-            batch.append(message)
+            if pending[0].deadline > now and excess <= 0:
+                break
+            batch.append(pending.popleft())
             excess -= 1
         pending.extendleft(reversed(skipped))
         self._spilling += len(batch)

@@ -15,6 +15,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import enum
 import itertools
 import math
@@ -52,18 +53,21 @@ WALL_ZERO = 1_700_000_000.0
 
 #: Loop iterations at one virtual instant that mean a task is spinning, never waiting.
 SPIN_LIMIT = 100_000
+#: The last busy turns whose callbacks a SpinError names.
+SPIN_SAMPLE = 100
 
 
 class _VirtualSelector(selectors.SelectSelector):
     """Polls without blocking; when the loop would wait, lets virtual time move instead."""
 
     def __init__(
-        self, on_idle: Callable[[float | None], None], busy_with: Callable[[], str]
+        self, on_idle: Callable[[float | None], None], busy_with: Callable[[], list[str]]
     ) -> None:
         super().__init__()
         self._on_idle = on_idle
         self._busy_with = busy_with
         self.busy = 0
+        self._seen: collections.Counter[str] = collections.Counter()
 
     def select(self, timeout: float | None = None) -> list[tuple[selectors.SelectorKey, int]]:
         ready = super().select(0)
@@ -72,13 +76,34 @@ class _VirtualSelector(selectors.SelectSelector):
             self._on_idle(timeout)
         else:
             self.busy += 1
+            if self.busy > SPIN_LIMIT - SPIN_SAMPLE:
+                # What the loop runs in its last busy turns: the spinning task is among it.
+                self._seen.update(self._busy_with())
             if self.busy > SPIN_LIMIT:
                 self.busy = 0
+                seen, self._seen = self._seen, collections.Counter()
                 raise SpinError(
-                    f"{SPIN_LIMIT} loop iterations without a wait: a task spins; "
-                    f"ready: {self._busy_with()}"
+                    f"{SPIN_LIMIT} loop iterations without a wait: a task spins; its last "
+                    f"{SPIN_SAMPLE} turns ran: "
+                    + "; ".join(f"{count}x {what}" for what, count in seen.most_common(5))
                 )
         return ready
+
+
+def _woken(handle: asyncio.Handle) -> str:
+    """A ready callback, or the task it wakes with the line that task waits at."""
+    task = getattr(getattr(handle, "_callback", None), "__self__", None)
+    if not isinstance(task, asyncio.Task):
+        return repr(handle)
+    stack: list[str] = []
+    awaiting: Any = task.get_coro()
+    while awaiting is not None and len(stack) < 20:
+        frame = getattr(awaiting, "cr_frame", None) or getattr(awaiting, "gi_frame", None)
+        if frame is None:
+            break
+        stack.append(f"{frame.f_code.co_qualname} ({frame.f_code.co_filename}:{frame.f_lineno})")
+        awaiting = getattr(awaiting, "cr_await", None) or getattr(awaiting, "gi_yieldfrom", None)
+    return f"task {task.get_name()}: {' > '.join(stack)}"
 
 
 class SpinError(RuntimeError):
@@ -112,11 +137,11 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
             raise RuntimeError("the virtual loop went idle outside drive()")
         idle.set_result(None)
 
-    def _busy_with(self) -> str:
+    def _busy_with(self) -> list[str]:
         """The callbacks ready to run and the timers already due: what keeps the loop busy."""
-        ready = list(self._ready)[:5]  # type: ignore[attr-defined]
-        due = [t for t in self._scheduled if t.when() <= self._now][:5]  # type: ignore[attr-defined]
-        return f"{ready!r}, due timers {due!r}"
+        ready = [_woken(h) for h in self._ready]  # type: ignore[attr-defined]
+        due = [repr(t) for t in self._scheduled if t.when() <= self._now]  # type: ignore[attr-defined]
+        return ready + due
 
     def _stop_clock(self, _: object) -> None:
         self._limit = min(self._limit, self._now)

@@ -139,6 +139,24 @@ def test_unstorable_messages_are_skipped_not_a_stop() -> None:
     assert ids(buffer.take(now=0.0, limit=10)) == ["m0"]
 
 
+def test_an_unstorable_head_not_yet_due_does_not_hide_a_message_past_its_deadline() -> None:
+    # A message the store refused, published again and cut short, goes back to the head
+    # of the queue, before an older message already past its deadline.
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    buffer.add(message(1, deadline=6.0))
+    [older, refused] = buffer.take(now=0.0, limit=2)
+    refused.unstorable = True
+    buffer.retry([older])
+    buffer.retry([refused])
+    # The spill task waits until the next deadline, then takes what is due: were the
+    # two to disagree, it would wake at once and find nothing, again and again.
+    assert buffer.next_deadline() == 5.0
+    assert ids(buffer.take_for_spill(now=5.5, limit=10)) == ["m0"]
+    assert buffer.next_deadline() is None
+    assert ids(buffer.take(now=5.5, limit=10)) == ["m1"]
+
+
 def test_a_refused_spill_of_a_mixed_batch_puts_every_message_back() -> None:
     buffer = Buffer(capacity=10, high_water=10)
     buffer.add(message(0, deadline=1.0))
