@@ -224,6 +224,21 @@ async def test_a_loss_sends_the_next_attempt_to_the_next_node(attempts: Attempts
         await connection.close()
 
 
+async def test_after_a_connection_a_loss_waits_the_first_delay_of_the_backoff(
+    attempts: Attempts,
+) -> None:
+    attempts.up = {A}
+    policy = Backoff(base=0.001, factor=2.0, cap=0.004, jitter=0)
+    link = AmqpLink([A], backoff=policy, shuffle=keep_order)
+    connection = _connection_class(policy, link._rotation, link)(URL(A), fail_fast=False)
+    try:
+        await connection.connect()
+        # What aio-pika sleeps once this connection is lost: the first delay, not a later one.
+        assert connection.reconnect_interval == 0.001
+    finally:
+        await connection.close()
+
+
 def test_the_producer_checks_its_addresses_at_construction(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="given twice"):
         Producer([A, A], store=SQLiteStore(tmp_path / "s.db"), fallback_dir=tmp_path)

@@ -56,6 +56,25 @@ async def test_blocked_and_unblocked_are_each_told_once(
     ]
 
 
+async def test_a_new_connection_is_not_told_as_unblocked(
+    caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.connection")
+    link = AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff())
+    channel = object()
+
+    async def channel_now(which: str) -> Any:
+        return channel
+
+    monkeypatch.setattr(link, "_channel_now", channel_now)
+    for _ in range(2):  # connected, then connected again
+        link._connected()
+        assert await link.channel("live") is channel
+    assert [r.getMessage() for r in caplog.records] == [
+        "connected to amqp://app:***@rabbit:5672/"
+    ] * 2
+
+
 A = "amqp://app:s3cret@node-a:5672/"
 B = "amqp://app:s3cret@node-b:5672/"
 SHOWN_A = "amqp://app:***@node-a:5672/"
