@@ -333,9 +333,11 @@ class AmqpLink:
                 return
 
     async def _drop_connection(self) -> None:
+        """Close the connection of an opening that failed; it is not told as lost."""
         connection, self._connection = self._connection, None
         self._channels.clear()
         if connection is not None:
+            connection.close_callbacks.discard(self._on_connection_closed)
             with contextlib.suppress(Exception):
                 await connection.close()
 

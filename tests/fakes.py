@@ -66,6 +66,7 @@ class _VirtualSelector(selectors.SelectSelector):
         super().__init__()
         self._on_idle = on_idle
         self._busy_with = busy_with
+        self._clock: Callable[[], str] = lambda: ""
         self.busy = 0
         self._seen: collections.Counter[str] = collections.Counter()
 
@@ -86,6 +87,8 @@ class _VirtualSelector(selectors.SelectSelector):
                     f"{SPIN_LIMIT} loop iterations without a wait: a task spins; its last "
                     f"{SPIN_SAMPLE} turns ran: "
                     + "; ".join(f"{count}x {what}" for what, count in seen.most_common(5))
+                    + f"; select(timeout={timeout!r}) found {len(ready)} ready; "
+                    + self._clock()
                 )
         return ready
 
@@ -117,7 +120,9 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
         self._limit = 0.0
         self._idle: asyncio.Future[None] | None = None
-        super().__init__(_VirtualSelector(self._idle_for, self._busy_with))
+        selector = _VirtualSelector(self._idle_for, self._busy_with)
+        super().__init__(selector)
+        selector._clock = self._clock_state
 
     def time(self) -> float:
         return self._now
@@ -142,6 +147,11 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         ready = [_woken(h) for h in self._ready]  # type: ignore[attr-defined]
         due = [repr(t) for t in self._scheduled if t.when() <= self._now]  # type: ignore[attr-defined]
         return ready + due
+
+    def _clock_state(self) -> str:
+        """The virtual time, the limit of this drive and the next timers, to the last digit."""
+        timers = sorted(t.when() for t in self._scheduled)[:3]  # type: ignore[attr-defined]
+        return f"now {self._now!r}, limit {self._limit!r}, next timers {timers!r}"
 
     def _stop_clock(self, _: object) -> None:
         self._limit = min(self._limit, self._now)

@@ -268,3 +268,48 @@ async def test_aio_pika_names_the_address_that_failed(
         assert '"amqp://b/" failed' in failed[1] and "amqp://b/ refuses" in failed[1]
     finally:
         await connection.close()
+
+
+async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the_backoff(
+    attempts: Attempts, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    url = "amqp://u:pw@a/"
+    attempts.up = {url}
+    errors: list[str] = []
+    link = AmqpLink(url, backoff=Backoff(base=0.1, cap=0.2, jitter=0), on_error=errors.append)
+    opened: list[FakeAmqp] = []
+    asked: list[tuple[str, FakeAmqp]] = []
+
+    async def failing_channel(connection: Any, which: str) -> object:
+        assert attempts.current is not None
+        asked.append((which, attempts.current))
+        if which == "live":
+            return object()  # the live channel opens; the replay channel fails
+        opened.append(attempts.current)
+        if len(opened) == 3:
+            await asyncio.Event().wait()  # the third waits until the link closes
+        raise LookupError(f"no {which} channel")
+
+    monkeypatch.setattr(link, "_new_channel", failing_channel)
+    with caplog.at_level(logging.INFO, logger="aioproducer.connection"):
+        link.start()
+        await wait_until(lambda: len(opened) == 3, timeout=10, what="a third opening")
+        await link.close()
+    # Each failed opening: its connection closed (not told as lost), the error told with
+    # its traceback, and the next one after the backoff's next delay.
+    assert [amqp.is_closed for amqp in opened] == [True, True, True]
+    # A channel of a dropped connection is not kept: each opening asks for both again.
+    assert asked == [(which, amqp) for amqp in opened for which in ("live", "replay")]
+    lines = [r.getMessage() for r in caplog.records]
+    connected = "connected to amqp://u:***@a/"
+    assert [line.split("\n")[0] for line in lines] == [
+        connected,
+        "connecting to amqp://u:***@a/ failed; retrying in 0.1s",
+        connected,
+        "connecting to amqp://u:***@a/ failed; retrying in 0.2s",
+        connected,
+        "connection to amqp://u:***@a/ closed",
+    ]
+    lines = [line for line in lines if "failed; retrying" in line]
+    assert all("Traceback" in line and "LookupError: no replay channel" in line for line in lines)
+    assert errors == ["connecting to amqp://u:***@a/ failed: LookupError('no replay channel')"] * 2
