@@ -6,6 +6,7 @@ spill deadlines and timeouts pass without real time passing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Coroutine
 from pathlib import Path
@@ -18,6 +19,8 @@ from aioproducer import (
     Settlement,
     UnknownMessage,
 )
+from aioproducer._message import Message, State
+from aioproducer._settlement import RECENT_OUTCOMES, Settlements
 from tests.fakes import FakeBroker, FakeLinkProducer, FakeStore, Mode, VirtualClockLoop
 from tests.waiting import wait_until
 
@@ -234,3 +237,78 @@ def test_the_hook_may_publish(loop: VirtualClockLoop, make: Any) -> None:
 
     run(loop, producer, scenario)
     assert [d.message_id for d in broker.deliveries] == ["m1", "after-m1"]
+
+
+def message(message_id: str) -> Message:
+    return Message(message_id, b"x", "", "q", "text/plain", timestamp=1_700_000_000.0)
+
+
+def test_a_waiter_is_woken_only_by_its_own_message(loop: VirtualClockLoop) -> None:
+    async def scenario() -> None:
+        settlements = Settlements("p", None)
+        mine, other = message("mine"), message("other")
+        waiting = settlements.wait_for(mine)
+        settlements.observe(other, State.CONFIRMED)
+        settlements.observe(message("mine"), State.CONFIRMED)  # the same id, not the message
+        assert not waiting.done()
+        settlements.observe(mine, State.STORED)
+        assert waiting.result() is Settlement.STORED
+
+    loop.run(scenario())
+
+
+def test_the_hook_hears_a_stored_message_once_then_its_end(loop: VirtualClockLoop) -> None:
+    heard: Heard = []
+
+    async def scenario() -> None:
+        settlements = Settlements("p", lambda i, outcome: heard.append((i, outcome)))
+        copied = message("copied")
+        for state in (State.STORED_IN_FLIGHT, State.STORED, State.CONFIRMED):
+            settlements.observe(copied, state)
+            await asyncio.sleep(0)
+        stored = message("stored")
+        for state in (State.STORED, State.DEAD):
+            settlements.observe(stored, state)
+            await asyncio.sleep(0)
+
+    loop.run(scenario())
+    assert heard == [
+        ("copied", Settlement.STORED),
+        ("copied", Settlement.CONFIRMED),
+        ("stored", Settlement.STORED),
+        ("stored", Settlement.DEAD),
+    ]
+
+
+def test_without_a_hook_settlements_are_told_to_waiters_only(
+    loop: VirtualClockLoop, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def scenario() -> None:
+        settlements = Settlements("p", None)
+        waited = message("waited")
+        waiting = settlements.wait_for(waited)
+        settlements.observe(waited, State.CONFIRMED)
+        settlements.observe(message("other"), State.CONFIRMED)
+        await asyncio.sleep(0)
+        assert waiting.result() is Settlement.CONFIRMED
+
+    with caplog.at_level(logging.DEBUG):
+        loop.run(scenario())
+    assert caplog.records == []
+
+
+def test_the_latest_10_000_first_settlements_are_remembered(loop: VirtualClockLoop) -> None:
+    assert RECENT_OUTCOMES == 10_000
+
+    async def scenario() -> None:
+        settlements = Settlements("p", None)
+        settlements.wait_for(message("m0"))
+        for n in range(RECENT_OUTCOMES + 1):
+            settlements.observe(message(f"m{n}"), State.CONFIRMED)
+        recent = settlements.recent
+        assert recent is not None and len(recent) == RECENT_OUTCOMES
+        assert "m0" not in recent
+        kept = list(recent)
+        assert kept[0] == "m1" and kept[-1] == f"m{RECENT_OUTCOMES}"
+
+    loop.run(scenario())

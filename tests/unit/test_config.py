@@ -1,0 +1,71 @@
+"""The producer's settings as checked at construction, and exceptions as log text."""
+
+from __future__ import annotations
+
+import traceback
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from aioproducer import InvalidMessage, Producer
+from aioproducer._config import format_exception
+
+
+def raised() -> ValueError:
+    """A ValueError raised two calls deep, whose text holds a URL with a password."""
+
+    def connect() -> None:
+        raise ValueError("amqp://user:s3cret@host/ refused")
+
+    def start() -> None:
+        connect()
+
+    try:
+        start()
+    except ValueError as exc:
+        return exc
+    raise AssertionError("not raised")
+
+
+def test_an_exception_is_its_traceback_and_text_with_passwords_masked() -> None:
+    exc = raised()
+    python = "".join(traceback.format_exception(exc))
+    text = format_exception(exc)
+    assert text == python.rstrip().replace("s3cret", "***")
+    assert text.startswith("Traceback (most recent call last):\n")
+    assert text.endswith("\nValueError: amqp://user:***@host/ refused")
+    assert all(f"in {frame}\n" in text for frame in ("raised", "start", "connect"))
+
+
+def test_without_its_text_an_exception_is_its_traceback_and_type() -> None:
+    exc = raised()
+    stack = "".join(traceback.format_tb(exc.__traceback__))
+    assert stack.count("  File ") == 3
+    text = format_exception(exc, with_text=False)
+    assert text == f"Traceback (most recent call last):\n{stack}ValueError"
+    assert text.splitlines()[-1] == "ValueError"
+
+
+def bad_option(name: str, value: object, tmp_path: Path) -> str:
+    options: dict[str, Any] = {name: value, "fallback_dir": tmp_path}
+    with pytest.raises(ValueError) as caught:
+        Producer("amqp://guest:guest@127.0.0.1:1/", **options)
+    return str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "option", ["spill_after", "lease", "replay_interval", "confirm_timeout", "connect_timeout"]
+)
+@pytest.mark.parametrize("value", [0, -1.0, float("nan")])
+def test_a_duration_not_positive_is_refused_by_its_name(
+    option: str, value: float, tmp_path: Path
+) -> None:
+    assert bad_option(option, value, tmp_path) == f"{option} must be positive"
+
+
+def test_an_exchange_that_amqp_cannot_carry_is_refused_by_its_name(tmp_path: Path) -> None:
+    assert bad_option("exchange", 3, tmp_path) == "exchange must be a str, not int"
+    assert bad_option("exchange", "é" * 128, tmp_path) == "exchange is over 255 bytes"
+    with pytest.raises(InvalidMessage):
+        Producer(exchange="x" * 256, fallback_dir=tmp_path)
