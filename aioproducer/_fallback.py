@@ -101,7 +101,12 @@ def _from_dict(data: dict[str, object]) -> Message:
     last_error = data["last_error"]
     timestamp = data["timestamp"]
     attempts = data["attempts"]
-    if not isinstance(timestamp, int | float) or not isinstance(attempts, int):
+    if (
+        not isinstance(timestamp, int | float)
+        or not isinstance(attempts, int)
+        or not isinstance(headers, str | None)
+        or not isinstance(last_error, str | None)
+    ):
         raise ValueError(f"bad record for message {data.get('message_id')!r}")
     return Message(
         message_id=str(data["message_id"]),
@@ -110,9 +115,9 @@ def _from_dict(data: dict[str, object]) -> Message:
         routing_key=str(data["routing_key"]),
         content_type=str(data["content_type"]),
         timestamp=float(timestamp),
-        headers=decode_headers(headers if isinstance(headers, str) else None),
+        headers=decode_headers(headers),
         attempts=attempts,
-        last_error=last_error if isinstance(last_error, str) else None,
+        last_error=last_error,
         dead=data.get("dead") is True,
         # Files written before properties were kept have no such field.
         properties=properties_from_dict(data.get("properties")),

@@ -80,7 +80,13 @@ def test_a_bad_record_is_refused_naming_its_message(tmp_path: Path) -> None:
     path = tmp_path / "unsent.jsonl"
     write_messages(path, messages()[1:])
     record = json.loads(path.read_text(encoding="utf-8"))
-    for field, value in (("timestamp", "yesterday"), ("attempts", 1.5)):
+    bad = (
+        ("timestamp", "yesterday"),
+        ("attempts", 1.5),
+        ("headers", {"tenant": "acme"}),  # headers are kept as encoded text, or null
+        ("last_error", 5),
+    )
+    for field, value in bad:
         path.write_text(json.dumps({**record, field: value}) + "\n", encoding="utf-8")
         with pytest.raises(ValueError) as raised:
             list(read_messages(path))
