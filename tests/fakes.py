@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import enum
 import itertools
 import math
@@ -23,7 +24,7 @@ import selectors
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, TypeVarTuple
 
 from pamqp import commands, frame
 from pamqp.body import ContentBody
@@ -43,6 +44,7 @@ from aioproducer._context import Context
 from aioproducer._link import ACKED, Link, OnResult, Outcome, Result, Sent, send_each
 
 T = TypeVar("T")
+Ts = TypeVarTuple("Ts")
 
 #: Wall-clock seconds at virtual time zero.
 WALL_ZERO = 1_700_000_000.0
@@ -147,6 +149,22 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         ready = [_woken(h) for h in self._ready]  # type: ignore[attr-defined]
         due = [repr(t) for t in self._scheduled if t.when() <= self._now]  # type: ignore[attr-defined]
         return ready + due
+
+    def call_at(
+        self,
+        when: float,
+        callback: Callable[[*Ts], object],
+        *args: *Ts,
+        context: contextvars.Context | None = None,
+    ) -> asyncio.TimerHandle:
+        return super().call_at(when, self._at, when, callback, *args, context=context)
+
+    def _at(self, when: float, callback: Callable[[*Ts], object], *args: *Ts) -> None:
+        # The loop runs a timer up to its clock resolution (1 ns) early; a real clock moves
+        # on by itself, a virtual one must be moved, or a task waiting for a time a hair
+        # ahead would be woken before it, forever.
+        self._now = max(self._now, when)
+        callback(*args)
 
     def _clock_state(self) -> str:
         """The virtual time, the limit of this drive and the next timers, to the last digit."""
