@@ -69,3 +69,43 @@ def test_an_exchange_that_amqp_cannot_carry_is_refused_by_its_name(tmp_path: Pat
     assert bad_option("exchange", "é" * 128, tmp_path) == "exchange is over 255 bytes"
     with pytest.raises(InvalidMessage):
         Producer(exchange="x" * 256, fallback_dir=tmp_path)
+
+
+def test_a_lease_no_longer_than_confirm_timeout_is_refused(tmp_path: Path) -> None:
+    for lease in (2.0, 1.0):
+        options: dict[str, Any] = {"lease": lease, "confirm_timeout": 2.0}
+        with pytest.raises(ValueError) as caught:
+            Producer(fallback_dir=tmp_path, **options)
+        assert str(caught.value) == "lease must be longer than confirm_timeout"
+    Producer(lease=2.5, confirm_timeout=2.0, fallback_dir=tmp_path)
+
+
+@pytest.mark.parametrize("value", [0, 0.0, -0.5, 1.01, float("nan")])
+def test_high_water_is_a_fraction_above_0_and_at_most_1(value: float, tmp_path: Path) -> None:
+    assert (
+        bad_option("high_water", value, tmp_path)
+        == "high_water is a fraction of max_buffer, above 0 and at most 1"
+    )
+    for fine in (0.001, 1):
+        Producer(high_water=fine, fallback_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    "option",
+    ["max_buffer", "max_buffer_bytes", "max_message_size", "max_in_flight", "replay_batch"],
+)
+def test_a_count_under_1_is_refused_by_its_name(option: str, tmp_path: Path) -> None:
+    for value in (0, -3):
+        assert bad_option(option, value, tmp_path) == f"{option} must be at least 1"
+    options: dict[str, Any] = {option: 1}
+    Producer(fallback_dir=tmp_path, **options)
+
+
+def test_max_attempts_is_at_least_1_or_none(tmp_path: Path) -> None:
+    for value in (0, -1):
+        assert (
+            bad_option("max_attempts", value, tmp_path)
+            == "max_attempts must be at least 1, or None for no limit"
+        )
+    for fine in (1, None):
+        Producer(max_attempts=fine, fallback_dir=tmp_path)
