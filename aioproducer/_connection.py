@@ -640,7 +640,7 @@ class AmqpLink:
             return Result(Outcome.RETURNED, f"{code} {text}", code)
         return Result(Outcome.NACKED, "nacked by the broker")
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, timeout: float) -> None:
         """Close the connection, stopping any reconnection in progress.
 
         Waits at most ``timeout`` seconds for the broker to answer the close.

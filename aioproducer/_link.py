@@ -117,7 +117,7 @@ class Link(Protocol):
         confirm (or failure, or ``timeout``) comes, possibly before this returns.
         """
 
-    async def close(self, timeout: float = ...) -> None:
+    async def close(self, timeout: float) -> None:
         """Close the connection, waiting at most ``timeout`` seconds for the broker."""
 
 

@@ -487,7 +487,7 @@ class FakeLink:
             on_result=on_result,
         )
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, timeout: float) -> None:
         self.closed = True
 
 

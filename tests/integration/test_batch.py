@@ -44,7 +44,7 @@ async def link() -> AsyncIterator[AmqpLink]:
     link = AmqpLink(AMQP_URL, backoff=Backoff(base=0.05, cap=0.5))
     link.start()
     yield link
-    await link.close()
+    await link.close(timeout=2.0)
 
 
 async def send(link: AmqpLink, messages: list[Message], timeout: float = 10.0) -> list[Result]:

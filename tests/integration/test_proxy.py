@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import Callable
 
 import aio_pika
 import pytest
 
-from aioproducer import Producer
+from aioproducer import Producer, ProducerState
 from tests.broker import drain, wait_for_ids
 from tests.integration.conftest import ProducerFactory, proxied_url
 from tests.load import steady_load
@@ -128,3 +130,28 @@ async def test_without_heartbeats_each_publish_gives_up_after_confirm_timeout(
     proxy.cut()
     await wait_for_ids(amqp, queue, ids | stuck, timeout=60)
     await wait_until(store_is_empty(producer.store), what="store drained")
+
+
+# Bounds: connection 30, flush 30, close 30.
+@pytest.mark.timeout(120)
+async def test_a_close_the_broker_never_answers_gives_up_at_its_bound(
+    make_producer: ProducerFactory,
+    proxy: TcpProxy,
+    queue: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The connection goes silent: close() gives the broker its half second, then ends."""
+    producer = make_producer(proxied_url(proxy))
+    await producer.start()
+    await wait_until(lambda: producer.stats().connected, what="connection")
+    await producer.publish(b"x", routing_key=queue)
+    assert await producer.flush(timeout=30)
+    assert proxy.blackhole() == 1
+    with caplog.at_level(logging.INFO, logger="aioproducer.connection"):
+        # Returns: without its bound, the close would wait for an answer that never comes.
+        await asyncio.wait_for(producer.close(timeout=1.0), 30)
+    assert producer.stats().state is ProducerState.CLOSED
+    assert producer.stats().confirmed == 1
+    assert "closing the connection did not finish cleanly: TimeoutError()" in [
+        r.getMessage() for r in caplog.records
+    ]

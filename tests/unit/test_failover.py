@@ -294,7 +294,7 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
     with caplog.at_level(logging.INFO, logger="aioproducer.connection"):
         link.start()
         await wait_until(lambda: len(opened) == 3, timeout=10, what="a third opening")
-        await link.close()
+        await link.close(timeout=2.0)
     # Each failed opening: its connection closed (not told as lost), the error told with
     # its traceback, and the next one after the backoff's next delay.
     assert [amqp.is_closed for amqp in opened] == [True, True, True]

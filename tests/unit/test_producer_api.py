@@ -549,7 +549,7 @@ class ClosingLink(FakeLink):
         super().__init__(broker)
         self.timeouts = timeouts
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, timeout: float) -> None:
         self.timeouts.append(timeout)
         await super().close(timeout)
 
@@ -612,7 +612,7 @@ def test_deleting_late_confirmed_copies_on_close_gets_only_what_is_left_of_the_t
 class FailingCloseLink(FakeLink):
     """A FakeLink whose close() fails with an error nothing expects (a bug)."""
 
-    async def close(self, timeout: float = 2.0) -> None:
+    async def close(self, timeout: float) -> None:
         raise RuntimeError("the link could not close")
 
 
