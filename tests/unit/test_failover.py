@@ -295,6 +295,8 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
         link.start()
         await wait_until(lambda: len(opened) == 3, timeout=10, what="a third opening")
         await link.close(timeout=2.0)
+    # Closing stops the opening under way: no task of the link is left.
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "aioproducer-connect"] == []
     # Each failed opening: its connection closed (not told as lost), the error told with
     # its traceback, and the next one after the backoff's next delay.
     assert [amqp.is_closed for amqp in opened] == [True, True, True]
@@ -313,3 +315,11 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
     lines = [line for line in lines if "failed; retrying" in line]
     assert all("Traceback" in line and "LookupError: no replay channel" in line for line in lines)
     assert errors == ["connecting to amqp://u:***@a/ failed: LookupError('no replay channel')"] * 2
+
+
+async def test_a_close_while_no_address_answers_stops_the_attempts(attempts: Attempts) -> None:
+    link = AmqpLink([A, B], backoff=QUICK, shuffle=keep_order)
+    link.start()
+    await wait_until(lambda: len(attempts.tried) >= 4, timeout=10, what="four attempts")
+    await link.close(timeout=2.0)
+    assert [t for t in asyncio.all_tasks() if t.get_name() == "aioproducer-connect"] == []
