@@ -982,7 +982,7 @@ class _Batch:
             self.settle(entry, timed_out)
 
 
-async def probe(url: str, timeout: float = 5.0) -> str | None:
+async def probe(url: str, timeout: float) -> str | None:
     """Open and close one plain connection to ``url``: None if it worked, else why not.
 
     The reason is short text with the password masked.
