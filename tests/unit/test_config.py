@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 import traceback
 from pathlib import Path
 from typing import Any
@@ -9,7 +10,7 @@ from typing import Any
 import pytest
 
 from aioproducer import InvalidMessage, Producer
-from aioproducer._config import format_exception
+from aioproducer._config import check_fallback_dir, check_urls, format_exception
 
 
 def raised() -> ValueError:
@@ -109,3 +110,70 @@ def test_max_attempts_is_at_least_1_or_none(tmp_path: Path) -> None:
         )
     for fine in (1, None):
         Producer(max_attempts=fine, fallback_dir=tmp_path)
+
+
+@pytest.mark.parametrize(
+    ("urls", "text"),
+    [
+        (5, "the broker URL must be a str or a sequence of str, not int"),
+        (b"amqp://a/", "the broker URL must be a str or a sequence of str, not bytes"),
+        (["amqp://a/", 7], "the broker URL must be a str, not int"),
+        ("", "no broker URL given"),
+        ([], "no broker URL given"),
+        ("http://u:pw@h/", "broker URL 'http://u:***@h/' must start with amqp:// or amqps://"),
+        ("amqp://u:pw@/", "broker URL 'amqp://u:***@/' has no host"),
+        (
+            "amqp://u:pw@h1,h2/",
+            "broker URL 'amqp://u:***@h1,h2/' names several hosts in one URL; "
+            "give one URL per node: a list, or URLs separated by commas",
+        ),
+        ("amqp://u:pw@h:0/", "broker URL 'amqp://u:***@h:0/' has port 0, outside 1-65535"),
+        (
+            "amqp://u:pw@h:99999/",
+            "malformed broker URL 'amqp://u:***@h:99999/': Port out of range 0-65535",
+        ),
+        (["amqp://a/", "amqp://a/"], "the broker URLs must differ: one is given twice"),
+        (
+            ["amqp://a/?heartbeat=5", "amqp://b/"],
+            "the broker URLs must carry the same query options (found '', 'heartbeat=5')",
+        ),
+    ],
+    ids=[
+        "int",
+        "bytes",
+        "int-in-list",
+        "empty",
+        "empty-list",
+        "scheme",
+        "no-host",
+        "several-hosts",
+        "port-0",
+        "port-too-high",
+        "twice",
+        "query-options",
+    ],
+)
+def test_each_bad_broker_address_is_refused_with_its_reason(urls: object, text: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        check_urls(urls)
+    assert str(caught.value) == text
+
+
+def test_amqp_and_amqps_addresses_with_their_ports_are_taken() -> None:
+    given = ["amqp://u:pw@h:5672/", "amqps://u:pw@g:5671/", "amqp://u:pw@k:65535/"]
+    assert check_urls(given) == tuple(given)
+    assert check_urls("amqps://u:pw@g:5671/") == ("amqps://u:pw@g:5671/",)
+
+
+def test_a_fallback_dir_that_is_missing_or_not_writable_is_refused(tmp_path: Path) -> None:
+    missing = tmp_path / "missing"
+    with pytest.raises(ValueError) as caught:
+        check_fallback_dir(missing)
+    assert str(caught.value) == f"fallback_dir {str(missing)!r} is not an existing folder"
+    # /proc takes no new files, whoever runs the test; the reason is the system's own.
+    with pytest.raises(OSError) as refused:
+        tempfile.TemporaryFile(dir="/proc")
+    with pytest.raises(ValueError) as caught:
+        check_fallback_dir("/proc")
+    assert str(caught.value) == f"fallback_dir '/proc' is not writable: {refused.value.strerror}"
+    assert check_fallback_dir(str(tmp_path)) == tmp_path
