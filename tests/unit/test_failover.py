@@ -131,12 +131,18 @@ class FakeAmqp:
     def __init__(self) -> None:
         self.closing: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self.is_closed = False
+        #: The close ends the connection but fails (a reset while closing).
+        self.close_fails = False
 
     async def ready(self) -> None:
         pass
 
     async def close(self, exc: object = None) -> None:
         self.is_closed = True
+        if self.close_fails:
+            if not self.closing.done():
+                self.closing.set_result(None)
+            raise ConnectionResetError("reset while closing")
         if not self.closing.done():
             self.closing.set_result(None)
 
@@ -285,6 +291,8 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
         asked.append((which, attempts.current))
         if which == "live":
             return object()  # the live channel opens; the replay channel fails
+        # The first connection's close fails too: the link still tries again.
+        attempts.current.close_fails = not opened
         opened.append(attempts.current)
         if len(opened) == 3:
             await asyncio.Event().wait()  # the third waits until the link closes

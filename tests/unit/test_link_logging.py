@@ -13,6 +13,7 @@ import pytest
 
 from aioproducer import Backoff
 from aioproducer._connection import AmqpLink
+from tests.fakes import VirtualClockLoop
 from tests.waiting import wait_until
 
 
@@ -168,3 +169,31 @@ async def test_each_change_of_the_connection_is_told_once_with_its_address_maske
     link._on_connection_closed(None, None)
     assert told(caplog) == [(logging.INFO, f"connection to {following} closed")]
     assert "s3cret" not in " ".join(errors)
+
+
+def test_a_change_of_the_connection_wakes_a_waiting_channel_call_at_once(
+    loop: VirtualClockLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async def make() -> AmqpLink:
+        return AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff())
+
+    link = loop.run(make())
+    channel: list[object] = []
+
+    async def channel_now(which: str) -> Any:
+        return channel[0] if channel else None
+
+    monkeypatch.setattr(link, "_channel_now", channel_now)
+    monkeypatch.setattr(link, "_amqp", lambda: None)
+    waiting = loop.drive(link.channel("live"), within=0.5)
+    assert not waiting.done()
+    channel.append(object())
+
+    async def channel_opened() -> None:
+        link._on_channel_event(None)  # as aio-pika calls it, on the loop
+
+    start = loop.time()
+    loop.run(channel_opened())
+    # Woken by the change, not by the periodic re-check a second later.
+    assert waiting.done() and waiting.result() is channel[0]
+    assert loop.time() == start
