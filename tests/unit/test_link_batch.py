@@ -34,6 +34,7 @@ from aioproducer._connection import (
 )
 from aioproducer._link import Outcome, Result
 from aioproducer._message import Properties, encode_headers_wire
+from tests.fakes import VirtualClockLoop
 from tests.waiting import wait_until
 
 
@@ -565,6 +566,90 @@ async def test_a_replacement_that_cannot_open_keeps_the_channel_and_waits_a_span
     assert caplog.records[-1].getMessage() == (
         "opening the replay channel failed: ChannelInvalidStateError('connection closed')"
     )
+
+
+class OpenChannel(RobustChannel):
+    """A robust channel that is open, over an aiormq channel on an unblocked connection."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.is_closed = False
+        underlay: Any = Channel()
+        underlay.connection = object()  # not blocked
+        self.underlay = underlay
+
+    async def get_underlay_channel(self) -> Any:
+        return self.underlay
+
+
+class OpenConnection(Connection):
+    """A connected robust connection whose new channels are open."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.connected = asyncio.Event()
+        self.connected.set()
+        self.transport = None
+        self.made: list[OpenChannel] = []
+
+    async def channel(self, **kwargs: Any) -> OpenChannel:
+        channel = OpenChannel()
+        self.made.append(channel)
+        return channel
+
+
+def test_a_channel_that_nacks_everything_for_its_span_is_replaced_each_span_twice_longer(
+    loop: VirtualClockLoop,
+) -> None:
+    async def make() -> AmqpLink:
+        return AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff(), name="test")
+
+    link = loop.run(make())
+    connection = OpenConnection()
+    link._connection = connection  # type: ignore[assignment]
+    link._channels["live"] = first = OpenChannel()  # type: ignore[assignment]
+    results = Results()
+
+    def told(underlay: Any, *outcomes: Outcome) -> None:
+        async def observe() -> None:
+            on_result = link._observe(underlay, results)
+            for outcome in outcomes:
+                on_result(message(1), Result(outcome, outcome.value))
+
+        loop.run(observe())
+
+    def nacked(underlay: Any) -> None:
+        told(underlay, Outcome.NACKED, Outcome.NACKED, Outcome.NACKED)
+
+    def channel() -> Any:
+        return loop.run(link.channel("live"), within=2.0)
+
+    underlay = channel()
+    assert underlay is first.underlay
+    # One second of nacks (nack_span(0)), then the next use replaces the channel.
+    nacked(underlay)
+    loop.drive(within=0.9)
+    assert channel() is underlay
+    loop.drive(within=0.1)
+    underlay = channel()
+    assert [c.underlay for c in connection.made] == [underlay] and first.closed
+    # Its replacement is given two seconds (nack_span(1)).
+    nacked(underlay)
+    loop.drive(within=1.9)
+    assert channel() is underlay
+    loop.drive(within=0.1)
+    underlay = channel()
+    assert [c.underlay for c in connection.made][1:] == [underlay]
+    # A confirm on the new channel ends the doubling: the next span is one second again.
+    told(underlay, Outcome.ACKED)
+    assert link._replaced["live"] == 0
+    # While the connection is down, no channel is handed out, open as it may look.
+    connection.connected.clear()
+    waiting = loop.drive(link.channel("live"), within=1.5)
+    assert not waiting.done()
+    connection.connected.set()
+    loop.drive(within=1.0)
+    assert waiting.result() is underlay
 
 
 async def test_no_replacement_without_a_channel_to_replace(link: AmqpLink) -> None:
