@@ -331,3 +331,41 @@ async def test_a_close_while_no_address_answers_stops_the_attempts(attempts: Att
     await wait_until(lambda: len(attempts.tried) >= 4, timeout=10, what="four attempts")
     await link.close(timeout=2.0)
     assert [t for t in asyncio.all_tasks() if t.get_name() == "aioproducer-connect"] == []
+
+
+class RefusedRestore:
+    """A channel aio-pika restores on each new connection; on one it fails to reopen."""
+
+    def __init__(self, fail_on: int) -> None:
+        self.fail_on = fail_on
+        self.restores = 0
+
+    async def restore(self) -> None:
+        self.restores += 1
+        if self.restores == self.fail_on:
+            raise ConnectionResetError("the broker refused the channel")
+
+
+async def test_a_new_connection_whose_channels_cannot_be_restored_counts_as_failed_not_lost(
+    attempts: Attempts,
+) -> None:
+    attempts.up = {A, B, C}
+    link = AmqpLink([A, B, C], backoff=QUICK, shuffle=keep_order)
+    connection = _connection_class(QUICK, link._rotation, link)(URL(A), fail_fast=False)
+    channel = RefusedRestore(fail_on=1)
+    try:
+        await connection.connect()
+        connection._RobustConnection__channels.add(channel)  # type: ignore[attr-defined]
+        first = attempts.current
+        assert first is not None
+        first.drop()
+        await wait_until(
+            lambda: len(attempts.tried) == 3 and connection.connected.is_set(),
+            timeout=10,
+            what="a connection after the failed restore",
+        )
+        # Lost at A, so B; B's restore failed, so C: one step each, none skipped.
+        assert attempts.tried == [A, B, C]
+        assert str(connection.url) == C
+    finally:
+        await connection.close()
