@@ -197,3 +197,51 @@ def test_a_change_of_the_connection_wakes_a_waiting_channel_call_at_once(
     # Woken by the change, not by the periodic re-check a second later.
     assert waiting.done() and waiting.result() is channel[0]
     assert loop.time() == start
+
+
+def test_a_waiting_channel_call_notices_an_unblock_at_once_and_any_change_within_a_second(
+    loop: VirtualClockLoop, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, logger="aioproducer.connection")
+
+    async def make() -> tuple[AmqpLink, BlockedConnection]:
+        link = AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff())
+        return link, BlockedConnection()
+
+    link, amqp = loop.run(make())
+    channel: list[object] = []
+
+    async def channel_now(which: str) -> Any:
+        blocked = not amqp._Connection__connection_unblocked.is_set()
+        return channel[0] if channel and not blocked else None
+
+    monkeypatch.setattr(link, "_channel_now", channel_now)
+    monkeypatch.setattr(link, "_amqp", lambda: amqp)
+    channel.append(object())
+    # Blocked: the wait ends the moment the broker unblocks, not at the next re-check.
+    waiting = loop.drive(link.channel("live"), within=0.5)
+    assert not waiting.done()
+
+    async def unblock() -> None:
+        amqp.unblock()
+
+    start = loop.time()
+    loop.run(unblock())
+    assert waiting.result() is channel[0] and loop.time() == start
+    # A closed connection is not told as blocked, whatever its flag says; and a change
+    # that comes with no callback is seen at the re-check, a second later.
+    caplog.clear()
+    amqp.is_closed = True
+    amqp._Connection__connection_unblocked.clear()
+    ready: list[object] = []
+
+    async def later(which: str) -> Any:
+        return ready[0] if ready else None
+
+    monkeypatch.setattr(link, "_channel_now", later)
+    waiting = loop.drive(link.channel("live"), within=0.5)
+    assert not waiting.done()
+    ready.append(object())
+    loop.drive(within=0.6)
+    assert waiting.done() and waiting.result() is ready[0]
+    assert caplog.records == []
