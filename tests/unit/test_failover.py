@@ -329,6 +329,9 @@ async def test_a_close_while_no_address_answers_stops_the_attempts(attempts: Att
     link = AmqpLink([A, B], backoff=QUICK, shuffle=keep_order)
     link.start()
     await wait_until(lambda: len(attempts.tried) >= 4, timeout=10, what="four attempts")
+    assert [t.get_name() for t in asyncio.all_tasks() if not t.done()].count(
+        "aioproducer-connect"
+    ) == 1
     await link.close(timeout=2.0)
     assert [t for t in asyncio.all_tasks() if t.get_name() == "aioproducer-connect"] == []
 

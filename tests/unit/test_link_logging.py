@@ -228,6 +228,26 @@ def test_a_waiting_channel_call_notices_an_unblock_at_once_and_any_change_within
     start = loop.time()
     loop.run(unblock())
     assert waiting.result() is channel[0] and loop.time() == start
+    # Blocked again, and a change hands a channel out meanwhile: the wait for the
+    # unblock is given up, not left behind.
+    amqp._Connection__connection_unblocked.clear()
+    waiting = loop.drive(link.channel("live"), within=0.5)
+    assert not waiting.done()
+    handed: list[object] = []
+
+    async def handed_out(which: str) -> Any:
+        return handed[0] if handed else None
+
+    async def changed() -> None:
+        handed.append(object())
+        link._on_channel_event(None)
+
+    monkeypatch.setattr(link, "_channel_now", handed_out)
+    loop.run(changed())
+    assert waiting.result() is handed[0]
+    left = [t for t in asyncio.all_tasks(loop) if "BlockedConnection.ready" in repr(t)]
+    assert left == []
+    amqp.unblock()
     # A closed connection is not told as blocked, whatever its flag says; and a change
     # that comes with no callback is seen at the re-check, a second later.
     caplog.clear()
