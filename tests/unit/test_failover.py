@@ -282,7 +282,7 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
     url = "amqp://u:pw@a/"
     attempts.up = {url}
     errors: list[str] = []
-    link = AmqpLink(url, backoff=Backoff(base=0.1, cap=0.2, jitter=0), on_error=errors.append)
+    link = AmqpLink(url, backoff=Backoff(base=0.1, cap=0.4, jitter=0), on_error=errors.append)
     opened: list[FakeAmqp] = []
     asked: list[tuple[str, FakeAmqp]] = []
 
@@ -294,20 +294,20 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
         # The first connection's close fails too: the link still tries again.
         attempts.current.close_fails = not opened
         opened.append(attempts.current)
-        if len(opened) == 3:
-            await asyncio.Event().wait()  # the third waits until the link closes
+        if len(opened) == 4:
+            await asyncio.Event().wait()  # the fourth waits until the link closes
         raise LookupError(f"no {which} channel")
 
     monkeypatch.setattr(link, "_new_channel", failing_channel)
     with caplog.at_level(logging.INFO, logger="aioproducer.connection"):
         link.start()
-        await wait_until(lambda: len(opened) == 3, timeout=10, what="a third opening")
+        await wait_until(lambda: len(opened) == 4, timeout=10, what="a fourth opening")
         await link.close(timeout=2.0)
     # Closing stops the opening under way: no task of the link is left.
     assert [t for t in asyncio.all_tasks() if t.get_name() == "aioproducer-connect"] == []
     # Each failed opening: its connection closed (not told as lost), the error told with
     # its traceback, and the next one after the backoff's next delay.
-    assert [amqp.is_closed for amqp in opened] == [True, True, True]
+    assert [amqp.is_closed for amqp in opened] == [True] * 4
     # A channel of a dropped connection is not kept: each opening asks for both again.
     assert asked == [(which, amqp) for amqp in opened for which in ("live", "replay")]
     lines = [r.getMessage() for r in caplog.records]
@@ -318,11 +318,13 @@ async def test_an_opening_that_fails_is_logged_dropped_and_tried_again_after_the
         connected,
         "connecting to amqp://u:***@a/ failed; retrying in 0.2s",
         connected,
+        "connecting to amqp://u:***@a/ failed; retrying in 0.4s",
+        connected,
         "connection to amqp://u:***@a/ closed",
     ]
     lines = [line for line in lines if "failed; retrying" in line]
     assert all("Traceback" in line and "LookupError: no replay channel" in line for line in lines)
-    assert errors == ["connecting to amqp://u:***@a/ failed: LookupError('no replay channel')"] * 2
+    assert errors == ["connecting to amqp://u:***@a/ failed: LookupError('no replay channel')"] * 3
 
 
 async def test_a_close_while_no_address_answers_stops_the_attempts(attempts: Attempts) -> None:
