@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import random
 from collections.abc import Iterator
@@ -18,6 +19,7 @@ from aioproducer import Backoff, Producer, SQLiteStore
 from aioproducer._config import check_urls, split_urls
 from aioproducer._connection import AmqpLink, _connection_class
 from aioproducer._failover import Rotation
+from tests.fakes import VirtualClockLoop
 from tests.waiting import wait_until
 
 A, B, C = "amqp://a/", "amqp://b/", "amqp://c/"
@@ -374,3 +376,36 @@ async def test_a_new_connection_whose_channels_cannot_be_restored_counts_as_fail
         assert str(connection.url) == C
     finally:
         await connection.close()
+
+
+def test_a_channel_that_cannot_open_is_tried_again_after_each_delay_of_the_backoff(
+    attempts: Attempts, loop: VirtualClockLoop, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    attempts.up = {A}
+    asked: list[tuple[str, float]] = []
+
+    async def make() -> AmqpLink:
+        return AmqpLink(A, backoff=Backoff(base=0.1, cap=1.0, jitter=0))
+
+    link = loop.run(make())
+
+    async def channel(connection: Any, which: str) -> object | None:
+        asked.append((which, loop.time()))
+        # The live channel fails to open three times (each failure logged by the real
+        # _new_channel); then both open.
+        return None if len(asked) <= 3 else object()
+
+    monkeypatch.setattr(link, "_new_channel", channel)
+
+    async def start() -> None:
+        link.start()
+
+    loop.run(start())
+    loop.drive(within=5.0)
+    assert [which for which, _ in asked] == ["live"] * 4 + ["replay"]
+    times = [at for _, at in asked]
+    assert [round(b - a, 3) for a, b in itertools.pairwise(times)] == [0.1, 0.2, 0.4, 0.0]
+    # All on the one connection: a channel that fails to open is not a failed connection.
+    assert attempts.tried == [A] and link.connections == 1
+    assert link._channels.keys() == {"live", "replay"}
+    loop.run(link.close(timeout=1.0), within=5.0)
