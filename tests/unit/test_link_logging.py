@@ -265,3 +265,20 @@ def test_a_waiting_channel_call_notices_an_unblock_at_once_and_any_change_within
     loop.drive(within=0.6)
     assert waiting.done() and waiting.result() is ready[0]
     assert caplog.records == []
+
+
+async def test_an_attempt_that_fails_before_any_connection_is_not_told_as_lost(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG, logger="aioproducer.connection")
+    link = AmqpLink(A, backoff=Backoff(), shuffle=keep_order)
+    refused = ConnectionRefusedError(111, "Connect call failed")
+    # aio-pika calls the close callbacks after each failed attempt, the first included.
+    link._on_connection_closed(None, refused)
+    assert told(caplog) == [
+        (
+            logging.DEBUG,
+            f"connection attempt to {SHOWN_A} failed: "
+            "ConnectionRefusedError(111, 'Connect call failed')",
+        )
+    ]
