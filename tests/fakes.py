@@ -203,6 +203,15 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         result: T = task.result()
         return result
 
+    def call(self, function: Callable[[], T]) -> T:
+        """Call ``function`` on the running loop (code that needs one: a task made, a
+        future set, a callback as aio-pika calls it), then settle; its result."""
+
+        async def on_the_loop() -> T:
+            return function()
+
+        return self.run(on_the_loop())
+
 
 # -- broker ------------------------------------------------------------------------------
 

@@ -384,10 +384,7 @@ def test_a_channel_that_cannot_open_is_tried_again_after_each_delay_of_the_backo
     attempts.up = {A}
     asked: list[tuple[str, float]] = []
 
-    async def make() -> AmqpLink:
-        return AmqpLink(A, backoff=Backoff(base=0.1, cap=1.0, jitter=0))
-
-    link = loop.run(make())
+    link = loop.call(lambda: AmqpLink(A, backoff=Backoff(base=0.1, cap=1.0, jitter=0)))
 
     async def channel(connection: Any, which: str) -> object | None:
         asked.append((which, loop.time()))
@@ -397,10 +394,7 @@ def test_a_channel_that_cannot_open_is_tried_again_after_each_delay_of_the_backo
 
     monkeypatch.setattr(link, "_new_channel", channel)
 
-    async def start() -> None:
-        link.start()
-
-    loop.run(start())
+    loop.call(link.start)
     loop.drive(within=5.0)
     assert [which for which, _ in asked] == ["live"] * 4 + ["replay"]
     times = [at for _, at in asked]

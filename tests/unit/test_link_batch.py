@@ -601,22 +601,21 @@ class OpenConnection(Connection):
 def test_a_channel_that_nacks_everything_for_its_span_is_replaced_each_span_twice_longer(
     loop: VirtualClockLoop,
 ) -> None:
-    async def make() -> AmqpLink:
-        return AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff(), name="test")
-
-    link = loop.run(make())
+    link = loop.call(
+        lambda: AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff(), name="test")
+    )
     connection = OpenConnection()
     link._connection = connection  # type: ignore[assignment]
     link._channels["live"] = first = OpenChannel()  # type: ignore[assignment]
     results = Results()
 
     def told(underlay: Any, *outcomes: Outcome) -> None:
-        async def observe() -> None:
+        def observe() -> None:  # on the loop, as the link's publishes report
             on_result = link._observe(underlay, results)
             for outcome in outcomes:
                 on_result(message(1), Result(outcome, outcome.value))
 
-        loop.run(observe())
+        loop.call(observe)
 
     def nacked(underlay: Any) -> None:
         told(underlay, Outcome.NACKED, Outcome.NACKED, Outcome.NACKED)

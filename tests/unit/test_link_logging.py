@@ -174,10 +174,7 @@ async def test_each_change_of_the_connection_is_told_once_with_its_address_maske
 def test_a_change_of_the_connection_wakes_a_waiting_channel_call_at_once(
     loop: VirtualClockLoop, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    async def make() -> AmqpLink:
-        return AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff())
-
-    link = loop.run(make())
+    link = loop.call(lambda: AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff()))
     channel: list[object] = []
 
     async def channel_now(which: str) -> Any:
@@ -189,11 +186,8 @@ def test_a_change_of_the_connection_wakes_a_waiting_channel_call_at_once(
     assert not waiting.done()
     channel.append(object())
 
-    async def channel_opened() -> None:
-        link._on_channel_event(None)  # as aio-pika calls it, on the loop
-
     start = loop.time()
-    loop.run(channel_opened())
+    loop.call(lambda: link._on_channel_event(None))  # as aio-pika calls it, on the loop
     # Woken by the change, not by the periodic re-check a second later.
     assert waiting.done() and waiting.result() is channel[0]
     assert loop.time() == start
@@ -204,11 +198,8 @@ def test_a_waiting_channel_call_notices_an_unblock_at_once_and_any_change_within
 ) -> None:
     caplog.set_level(logging.INFO, logger="aioproducer.connection")
 
-    async def make() -> tuple[AmqpLink, BlockedConnection]:
-        link = AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff())
-        return link, BlockedConnection()
-
-    link, amqp = loop.run(make())
+    link = loop.call(lambda: AmqpLink("amqp://app:s3cret@rabbit:5672/", backoff=Backoff()))
+    amqp = loop.call(BlockedConnection)
     channel: list[object] = []
 
     async def channel_now(which: str) -> Any:
@@ -222,11 +213,8 @@ def test_a_waiting_channel_call_notices_an_unblock_at_once_and_any_change_within
     waiting = loop.drive(link.channel("live"), within=0.5)
     assert not waiting.done()
 
-    async def unblock() -> None:
-        amqp.unblock()
-
     start = loop.time()
-    loop.run(unblock())
+    loop.call(amqp.unblock)
     assert waiting.result() is channel[0] and loop.time() == start
     # Blocked again, and a change hands a channel out meanwhile: the wait for the
     # unblock is given up, not left behind.
@@ -238,12 +226,9 @@ def test_a_waiting_channel_call_notices_an_unblock_at_once_and_any_change_within
     async def handed_out(which: str) -> Any:
         return handed[0] if handed else None
 
-    async def changed() -> None:
-        handed.append(object())
-        link._on_channel_event(None)
-
     monkeypatch.setattr(link, "_channel_now", handed_out)
-    loop.run(changed())
+    handed.append(object())
+    loop.call(lambda: link._on_channel_event(None))
     assert waiting.result() is handed[0]
     left = [t for t in asyncio.all_tasks(loop) if "BlockedConnection.ready" in repr(t)]
     assert left == []
