@@ -63,12 +63,15 @@ class _VirtualSelector(selectors.SelectSelector):
     """Polls without blocking; when the loop would wait, lets virtual time move instead."""
 
     def __init__(
-        self, on_idle: Callable[[float | None], None], busy_with: Callable[[], list[str]]
+        self,
+        on_idle: Callable[[float | None], None],
+        busy_with: Callable[[], list[str]],
+        clock: Callable[[], str],
     ) -> None:
         super().__init__()
         self._on_idle = on_idle
         self._busy_with = busy_with
-        self._clock: Callable[[], str] = lambda: ""
+        self._clock = clock
         self.busy = 0
         self._seen: collections.Counter[str] = collections.Counter()
 
@@ -122,9 +125,7 @@ class VirtualClockLoop(asyncio.SelectorEventLoop):
         self._now = 0.0
         self._limit = 0.0
         self._idle: asyncio.Future[None] | None = None
-        selector = _VirtualSelector(self._idle_for, self._busy_with)
-        super().__init__(selector)
-        selector._clock = self._clock_state
+        super().__init__(_VirtualSelector(self._idle_for, self._busy_with, self._clock_state))
 
     def time(self) -> float:
         return self._now
