@@ -13,7 +13,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ import pytest
 
 from demo_app import Config, create_app, producer_of
 from demo_app.consumer import DedupConsumer
+from tests.net import free_port
 
 CONF = Path(__file__).resolve().parents[2] / "compose" / "rabbitmq-cluster.conf"
 
@@ -44,13 +44,6 @@ class Node:
     @property
     def url(self) -> str:
         return f"amqp://guest:guest@127.0.0.1:{self.port}/"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def ctl(tool: str, node: Node, *args: str) -> str:

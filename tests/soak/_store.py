@@ -7,13 +7,13 @@ import contextlib
 import logging
 import os
 import shutil
-import socket
 import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from aioproducer import MongoStore, SQLiteStore, Store, StoreError
+from tests.net import free_port
 
 from ._faults import NxServer, RestoreFailed, SQLiteLock
 from ._plan import BROKER_AND_STORE, STORE_FREEZE, STORE_KILL, STORE_LOCK
@@ -25,13 +25,6 @@ log = logging.getLogger("soak.store")
 
 MONGO_TIMEOUT_MS = 5_000
 """PyMongo's operation timeout for the soak's client: bounds each call to a frozen server."""
-
-
-def free_port() -> int:
-    """A TCP port nothing listens on right now, on 127.0.0.1."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def nx_executable() -> str:

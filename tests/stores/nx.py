@@ -17,6 +17,8 @@ import sys
 import time
 from pathlib import Path
 
+from tests.net import free_port
+
 NX_NAME = "mongo-wire(nx-27017)"
 
 
@@ -24,13 +26,6 @@ def nx_executable() -> str | None:
     """The ``nx-27017`` command of this environment, if installed."""
     beside = Path(sys.executable).parent / "nx-27017"
     return str(beside) if beside.exists() else shutil.which("nx-27017")
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class NxServer:

@@ -30,6 +30,7 @@ from tests.fakes import (
     StoreFault,
     VirtualClockLoop,
 )
+from tests.net import silent_server
 
 NOWHERE = "amqp://guest:guest@127.0.0.1:1/"
 
@@ -581,35 +582,25 @@ async def test_connect_timeout_bounds_a_connection_attempt_that_gets_no_answer(
     tmp_path: Path,
 ) -> None:
     """A server that accepts TCP and never speaks AMQP: each attempt gives up in time."""
-    accepted: list[asyncio.StreamWriter] = []
-
-    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        accepted.append(writer)
-
-    server = await asyncio.start_server(silent, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    producer = Producer(
-        f"amqp://guest:guest@127.0.0.1:{port}/",
-        connect_timeout=0.3,
-        reconnect_backoff=Backoff(0.05, cap=0.05),
-        fallback_dir=tmp_path,
-        store=FakeStore(lambda: 0.0),
-    )
-    await producer.start()
-    try:
-        # The default connect_timeout (10 s) would allow one attempt in this bound.
-        for _ in range(200):
-            if len(accepted) >= 3:
-                break
-            await asyncio.sleep(0.05)
-        assert len(accepted) >= 3, "attempts did not give up after connect_timeout"
-        assert producer.stats().connections == 0
-    finally:
-        await producer.close(timeout=1)
-        for writer in accepted:
-            writer.close()
-        server.close()
-        await server.wait_closed()
+    async with silent_server() as silent:
+        producer = Producer(
+            f"amqp://guest:guest@127.0.0.1:{silent.port}/",
+            connect_timeout=0.3,
+            reconnect_backoff=Backoff(0.05, cap=0.05),
+            fallback_dir=tmp_path,
+            store=FakeStore(lambda: 0.0),
+        )
+        await producer.start()
+        try:
+            # The default connect_timeout (10 s) would allow one attempt in this bound.
+            for _ in range(200):
+                if len(silent.accepted) >= 3:
+                    break
+                await asyncio.sleep(0.05)
+            assert len(silent.accepted) >= 3, "attempts did not give up after connect_timeout"
+            assert producer.stats().connections == 0
+        finally:
+            await producer.close(timeout=1)
 
 
 def test_the_log_lines_docs_logging_md_describes(
