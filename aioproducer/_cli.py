@@ -18,6 +18,7 @@ import binascii
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import signal
@@ -25,13 +26,16 @@ import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
 from ._config import check_urls, mask
 from ._exceptions import InvalidMessage, StoreError
 from ._fallback import _from_dict, _to_dict, write_messages
 from ._message import Message, check_name, prepare_headers
 from ._stores._base import Store
+
+if TYPE_CHECKING:
+    from ._worker import ReplayWorker
 
 #: Exit status for a failed operation or an unreachable service.
 FAILED = 1
@@ -42,6 +46,8 @@ DEFAULT_SQLITE = "aioproducer-spill.db"
 ENV_MONGO = "AIOPRODUCER_MONGO_URL"
 ENV_SQLITE = "AIOPRODUCER_SQLITE_PATH"
 ENV_AMQP = "AMQP_URL"
+
+log = logging.getLogger("aioproducer.cli")
 
 #: Third-party loggers that log every reconnection attempt (aiormq at ERROR, with a
 #: traceback); quiet unless ``--verbose``.
@@ -481,10 +487,23 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
     stop = asyncio.Event()
     stopped_by: list[int] = []
     loop = asyncio.get_running_loop()
+    deadline: list[asyncio.TimerHandle] = []
+
+    def stopping() -> None:
+        # The stop gets --stop-timeout seconds from the moment it is asked for; only
+        # in the main thread, where the process is the command's own to end.
+        if not deadline and handled:
+            why = f"did not stop within {args.stop_timeout:g}s"
+            deadline.append(loop.call_later(args.stop_timeout, _give_up, why, worker))
 
     def on_signal(signum: int) -> None:
+        name = signal.Signals(signum).name
+        if stopped_by:
+            _give_up(f"a second signal ({name}) while stopping", worker)
         stopped_by.append(signum)
         stop.set()
+        stopping()
+        log.info("%s: stopping, handing back the leases held (a second signal exits at once)", name)
 
     handled: list[int] = []
     for number in (signal.SIGINT, signal.SIGTERM):
@@ -496,28 +515,37 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
     empty_polls = 0
     worker.start()
     try:
-        while not stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), args.poll)
+        try:
+            while not stop.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), args.poll)
+                try:
+                    now = await worker.progress()
+                except StoreError as exc:
+                    progress.note(f"store: {exc}")
+                    continue
+                progress.update(
+                    now.replayed, now.backlog.due + now.backlog.leased + now.backlog.held
+                )
+                if now.backlog.due == 0 and now.backlog.leased == 0:
+                    empty_polls += 1
+                    if empty_polls >= 2 and not args.follow:
+                        break
+                else:
+                    empty_polls = 0
+        finally:
+            stopping()
             try:
-                now = await worker.progress()
-            except StoreError as exc:
-                progress.note(f"store: {exc}")
-                continue
-            progress.update(now.replayed, now.backlog.due + now.backlog.leased + now.backlog.held)
-            if now.backlog.due == 0 and now.backlog.leased == 0:
-                empty_polls += 1
-                if empty_polls >= 2 and not args.follow:
-                    break
-            else:
-                empty_polls = 0
+                await worker.stop()
+            finally:
+                progress.close()
+        left = await store.backlog()
+        await store.close()
     finally:
+        for handle in deadline:
+            handle.cancel()
         for taken in handled:
             loop.remove_signal_handler(taken)
-        await worker.stop()
-        progress.close()
-    left = await store.backlog()
-    await store.close()
     why = f"stopped by {signal.Signals(stopped_by[0]).name}" if stopped_by else "done"
     last_ack = worker.store.last_ack
     if last_ack is not None:
@@ -531,6 +559,56 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
         f"{left.total}: {left.due} due, {left.leased} leased, {left.held} held, {left.dead} dead"
     )
     return 128 + stopped_by[0] if stopped_by else 0
+
+
+def _give_up(why: str, worker: ReplayWorker) -> NoReturn:
+    """End a replay whose stop is stuck, now: log what still runs, then exit (status 1).
+
+    Nothing is lost: a message whose lease is not handed back is replayed by the next
+    worker once the lease expires (a duplicate at worst).
+    """
+    running = sorted(_awaiting(task) for task in asyncio.all_tasks())
+    log.error(
+        "replay worker %s: %s; exiting with %d leases held and %d claims unanswered "
+        "(their leases expire by themselves). Still running:\n%s",
+        worker.owner,
+        why,
+        worker.leases_held,
+        worker.claims_unanswered,
+        "\n".join(running),
+    )
+    for handler in logging.getLogger().handlers:
+        handler.flush()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(FAILED)
+
+
+def _awaiting(task: asyncio.Task[Any]) -> str:
+    """One line: where a task is, down its chain of awaits (``get_stack`` stops at the
+    first coroutine)."""
+    steps: list[str] = []
+    awaited: Any = task.get_coro()
+    while awaited is not None and len(steps) < 20:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            steps.append(type(awaited).__name__)
+            break
+        module = frame.f_globals.get("__name__", "?")
+        steps.append(f"{module}:{frame.f_lineno} {frame.f_code.co_name}")
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return f"  {task.get_name()}: {' > '.join(steps)}"
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive, finite number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"not a positive number of seconds: {text!r}")
+    return value
 
 
 class _Progress:
@@ -683,6 +761,12 @@ def _parser() -> argparse.ArgumentParser:
         "--every", type=float, default=5.0, help="seconds between progress lines (no terminal)"
     )
     replay.add_argument("--no-bar", action="store_true", help="plain progress lines")
+    replay.add_argument(
+        "--stop-timeout",
+        type=_seconds,
+        default=20.0,
+        help="seconds a stop (signal or end) may take before the worker exits anyway",
+    )
     replay.set_defaults(run=_replay)
 
     dead = commands.add_parser("dead", help="messages kept as dead").add_subparsers(

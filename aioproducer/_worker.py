@@ -8,7 +8,6 @@ exactly as the replay task inside a producer does. Used by ``aioproducer replay`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -175,6 +174,16 @@ class ReplayWorker:
         return 0 if self._context is None else self._context.counters.dead
 
     @property
+    def leases_held(self) -> int:
+        """Messages claimed and neither deleted nor handed back yet."""
+        return len(self.store.holding)
+
+    @property
+    def claims_unanswered(self) -> int:
+        """Claims sent to the store and not answered yet (each may hold leases)."""
+        return len(self.store.claims)
+
+    @property
     def connected(self) -> bool:
         return self._link is not None and self._link.connected
 
@@ -199,7 +208,10 @@ class ReplayWorker:
         return Progress(self.replayed, await self.store.backlog())
 
     async def stop(self) -> None:
-        """Stop replaying, hand back every lease held, close the connection and the store."""
+        """Stop replaying, hand back every lease held, close the connection.
+
+        The store stays open: it is the caller's, as it was given.
+        """
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
@@ -224,6 +236,4 @@ class ReplayWorker:
                 )
         if self._link is not None:
             await self._link.close(timeout=1.0)
-        with contextlib.suppress(Exception):
-            await self.store.close()
         log.info("replay worker %s stopped: %d replayed", self.owner, self.replayed)

@@ -13,16 +13,19 @@ import os
 import signal
 import sys
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aio_pika
 import pytest
 
-from aioproducer import Message, Properties
+from aioproducer import Message, MongoStore, Properties, Store
 from aioproducer._fallback import read_messages, write_messages
 from bench.backlog import make_backlog
 from tests.broker import AMQP_URL, drain, wait_for_ids
+from tests.stores.nx import NxServer
 from tests.waiting import wait_until
 
 from .conftest import CliStore
@@ -323,6 +326,9 @@ async def test_bad_input_and_missing_services_fail_with_one_line(cli: Any, tmp_p
     usage = await cli("status", "--sqlite", str(empty), "--amqp", BAD_AMQP, "--bogus")
     assert usage.status == 2
     no_secrets(usage.text)
+    for seconds in ("0", "-1", "nan", "inf", "soon"):
+        run = await cli("replay", "--sqlite", str(empty), "--stop-timeout", seconds)
+        assert run.status == 2 and "not a positive number of seconds" in run.err, seconds
     assert (await cli("import", str(tmp_path / "none.jsonl"), "--sqlite", str(empty))).status == 1
 
 
@@ -358,8 +364,8 @@ async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
     ids = await backlog(cli_store, 3000, queue)
     command = [sys.executable, "-m", "aioproducer", "replay", *cli_store.args, "--no-bar"]
     process = await asyncio.create_subprocess_exec(
-        *command, "--batch", "1", "--amqp", AMQP_URL,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable, "-X", "faulthandler", *command[1:], "--batch", "1", "-v",
+        "--amqp", AMQP_URL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     store = cli_store.open()
     try:
@@ -369,14 +375,9 @@ async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
 
         await wait_until(some_replayed, timeout=60, what="the worker to replay some messages")
         process.send_signal(signal.SIGTERM)
-        try:
-            out, err = await asyncio.wait_for(process.communicate(), 30)
-        except TimeoutError:
-            process.kill()
-            out, err = await process.communicate()
-            raise AssertionError(f"no exit within 30s of SIGTERM:\n{err.decode()}") from None
-        assert process.returncode == 128 + signal.SIGTERM, err.decode()
-        assert "stopped by SIGTERM" in out.decode()
+        out, err = await exited(process)
+        assert process.returncode == 128 + signal.SIGTERM, err
+        assert "stopped by SIGTERM" in out
         left = await store.backlog()
         assert left.leased == 0 and left.total > 0  # stopped mid-way, every lease handed back
         stored = {m.message_id async for m in store.scan()}
@@ -390,6 +391,117 @@ async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
     await asyncio.wait_for(rest.communicate(), 60)
     assert rest.returncode == 0
     await wait_for_ids(amqp, queue, stored, timeout=30)
+
+
+@dataclass
+class Stuck:
+    """A replay worker whose store froze mid-way through a backlog."""
+
+    server: NxServer
+    database: str
+    store: Store
+    ids: list[str]
+    process: asyncio.subprocess.Process
+
+    async def exited(self) -> tuple[str, str]:
+        return await exited(self.process)
+
+    async def thaw_and_finish(self, queue: str, amqp: aio_pika.abc.AbstractConnection) -> None:
+        """Thaw the store, let a second worker replay what is left (once the leases of
+        the first expire), and check that every message reached the queue."""
+        self.server.thaw()
+        rest = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "aioproducer", "replay", "--mongo", self.server.url,
+            "--database", self.database, "--lease-clock", "host", "--no-bar",
+            "--amqp", AMQP_URL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        _, err = await exited(rest, 60)
+        assert rest.returncode == 0, err
+        assert await self.store.count() == 0
+        await wait_for_ids(amqp, queue, set(self.ids), timeout=30)
+
+
+@pytest.fixture
+async def stuck(tmp_path: Path, queue: str) -> AsyncIterator[Callable[..., Awaitable[Stuck]]]:
+    """Starts a replay worker on a MongoDB store of its own (nx-27017), lets it replay
+    some messages, then freezes the store (SIGSTOP): no store call returns after that."""
+    server = NxServer(tmp_path / "nx")
+    database = f"stuck_{os.urandom(4).hex()}"
+    store = MongoStore.from_url(server.url, database, "spill", clock=time.time)
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(*options: str) -> Stuck:
+        server.start()
+        ids = await make_backlog(store, 200, routing_keys=[queue])
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-X", "faulthandler", "-m", "aioproducer", "replay",
+            "--mongo", server.url, "--database", database, "--lease-clock", "host",
+            "--no-bar", "--batch", "1", "--lease", "11", "--amqp", AMQP_URL, "-v", *options,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        processes.append(process)
+
+        async def some_replayed() -> bool:
+            if process.returncode is not None:
+                _, err = await exited(process)
+                raise AssertionError(f"the worker exited with {process.returncode}:\n{err}")
+            return await store.count() < len(ids) - 20
+
+        await wait_until(some_replayed, timeout=60, what="the worker to replay some messages")
+        server.freeze()
+        return Stuck(server, database, store, ids, process)
+
+    yield start
+    for process in processes:
+        if process.returncode is None:
+            process.kill()
+            await process.communicate()
+    server.kill()
+    await store.close()
+
+
+async def exited(process: asyncio.subprocess.Process, within: float = 30) -> tuple[str, str]:
+    """What the process printed once it exits; its threads' stacks if it does not."""
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where each thread is
+        out, err = await process.communicate()
+        raise AssertionError(f"no exit within {within}s:\n{out.decode()}\n{err.decode()}") from None
+    return out.decode(), err.decode()
+
+
+async def test_a_stop_stuck_on_a_frozen_store_ends_at_its_deadline_and_loses_nothing(
+    stuck: Callable[..., Awaitable[Stuck]], queue: str, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    worker = await stuck("--stop-timeout", "1")
+    worker.process.send_signal(signal.SIGTERM)
+    out, err = await worker.exited()
+    assert worker.process.returncode == 1, err
+    assert "did not stop within 1s; exiting with" in err
+    assert "Still running:" in err and "aioproducer._cli:" in err  # where each task is
+    assert "stopped by" not in out
+    await worker.thaw_and_finish(queue, amqp)
+
+
+async def test_a_second_signal_while_stopping_exits_at_once_and_loses_nothing(
+    stuck: Callable[..., Awaitable[Stuck]], queue: str, amqp: aio_pika.abc.AbstractConnection
+) -> None:
+    worker = await stuck("--stop-timeout", "600")
+    worker.process.send_signal(signal.SIGTERM)
+    assert worker.process.stderr is not None
+    seen = b""
+    while b"SIGTERM: stopping" not in seen:
+        line = await asyncio.wait_for(worker.process.stderr.readline(), 30)
+        assert line, f"exited before it logged its stop:\n{seen.decode()}"
+        seen += line
+    # The stop cannot end while the store is frozen (each store call waits 5 s at least).
+    worker.process.send_signal(signal.SIGINT)
+    out, err = await worker.exited()
+    assert worker.process.returncode == 1, err
+    assert "a second signal (SIGINT) while stopping; exiting with" in err
+    assert "stopped by" not in out
+    await worker.thaw_and_finish(queue, amqp)
 
 
 async def test_replay_follow_keeps_running_and_delivers_what_arrives_later(
