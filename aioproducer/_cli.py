@@ -542,8 +542,8 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
         left = await store.backlog()
         await store.close()
     finally:
-        for handle in deadline:
-            handle.cancel()
+        # The deadline stays armed: the loop's own ending (cancelling the tasks left,
+        # joining the executor's threads) comes after this and may hang as well.
         for taken in handled:
             loop.remove_signal_handler(taken)
     why = f"stopped by {signal.Signals(stopped_by[0]).name}" if stopped_by else "done"
