@@ -188,7 +188,7 @@ class Buffer:
         return message.stored
 
     def retry(self, messages: Iterable[Message]) -> None:
-        """Put in-flight ``messages`` back at the head of the queue, oldest first.
+        """Put in-flight ``messages`` back in the queue, in their place by deadline.
 
         A message with a copy in the store is dropped instead: replay has it.
         """
@@ -202,8 +202,7 @@ class Buffer:
                 message.not_before = 0.0
                 self.move(message, State.MEMORY)
                 returned.append(message)
-        returned.sort(key=_by_timestamp, reverse=True)
-        self._pending.extendleft(returned)
+        self._requeue(returned)
         if returned:
             self.has_pending.set()
             self.needs_spill.set()
@@ -325,9 +324,29 @@ class Buffer:
                 heapq.heappush(self._held, (message.not_before, next(self._held_seq), message))
             else:
                 requeue.append(message)
-        self._pending.extendleft(sorted(requeue, key=_by_timestamp, reverse=True))
+        self._requeue(requeue)
         if requeue:
             self.has_pending.set()
+
+    def _requeue(self, messages: list[Message]) -> None:
+        """Put ``messages`` back in the pending queue, which stays in deadline order.
+
+        The queue's head must be its next deadline: :meth:`take_for_spill` and
+        :meth:`next_deadline` look no further. Messages coming back are mostly older
+        than all that waits and go first; one that is not (retried after being held
+        back, say) takes its place among the others.
+        """
+        if not messages:
+            return
+        messages.sort(key=_by_deadline)
+        pending = self._pending
+        if not pending or _by_deadline(messages[-1]) <= _by_deadline(pending[0]):
+            pending.extendleft(reversed(messages))
+            return
+        # Rare, and linear: on ties, those coming back go first (they were taken first).
+        merged = list(heapq.merge(messages, pending, key=_by_deadline))
+        pending.clear()
+        pending.extend(merged)
 
     def _unqueue(self, message: Message) -> None:
         """Take ``message`` out of the pending queue, the held heap or the dead list."""
@@ -376,5 +395,5 @@ class Buffer:
                 self.empty.set()
 
 
-def _by_timestamp(message: Message) -> float:
-    return message.timestamp
+def _by_deadline(message: Message) -> tuple[float, float]:
+    return message.deadline, message.timestamp

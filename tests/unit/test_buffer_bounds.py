@@ -157,6 +157,37 @@ def test_an_unstorable_head_not_yet_due_does_not_hide_a_message_past_its_deadlin
     assert ids(buffer.take(now=5.5, limit=10)) == ["m1"]
 
 
+def test_a_newer_message_retried_after_a_hold_does_not_delay_an_older_ones_spill() -> None:
+    # m1 is nacked and held; m0 is cut short by a lost connection and waits in the
+    # queue; m1's hold ends and it goes out first (held ones do), then the connection
+    # is lost again. m1 comes back newer than m0, which is due first.
+    buffer = Buffer(capacity=10, high_water=10)
+    buffer.add(message(0, deadline=5.0))
+    buffer.add(message(1, deadline=6.0))
+    m0, m1 = buffer.take(now=0.0, limit=2)
+    buffer.hold(m1, not_before=1.0)
+    buffer.retry([m0])
+    assert buffer.take(now=1.0, limit=1) == [m1]
+    buffer.retry([m1])
+    assert buffer.next_deadline() == 5.0
+    assert ids(buffer.take_for_spill(now=5.5, limit=10)) == ["m0"]
+    assert buffer.next_deadline() == 6.0
+    assert ids(buffer.take(now=5.5, limit=10)) == ["m1"]
+
+
+def test_messages_put_back_keep_the_queue_in_deadline_order() -> None:
+    buffer = Buffer(capacity=10, high_water=10)
+    for n, deadline in enumerate([1.0, 2.0, 3.0, 4.0, 5.0]):
+        buffer.add(message(n, deadline=deadline))
+    m0, m1, m2, m3 = buffer.take(now=0.0, limit=4)
+    buffer.retry([m3, m1])  # older than m4, still queued
+    buffer.retry([m2, m0])  # m2 belongs between m1 and m3
+    batch = buffer.take_for_spill(now=2.5, limit=10)
+    assert ids(batch) == ["m0", "m1"]
+    buffer.unspill(batch)  # the store refused them: back in their places
+    assert ids(buffer.take(now=2.5, limit=10)) == ["m0", "m1", "m2", "m3", "m4"]
+
+
 def test_a_refused_spill_of_a_mixed_batch_puts_every_message_back() -> None:
     buffer = Buffer(capacity=10, high_water=10)
     buffer.add(message(0, deadline=1.0))
