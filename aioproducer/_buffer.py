@@ -204,7 +204,6 @@ class Buffer:
                 returned.append(message)
         self._requeue(returned)
         if returned:
-            self.has_pending.set()
             self.needs_spill.set()
 
     def hold(self, message: Message, not_before: float) -> None:
@@ -325,8 +324,6 @@ class Buffer:
             else:
                 requeue.append(message)
         self._requeue(requeue)
-        if requeue:
-            self.has_pending.set()
 
     def _requeue(self, messages: list[Message]) -> None:
         """Put ``messages`` back in the pending queue, which stays in deadline order.
@@ -342,11 +339,12 @@ class Buffer:
         pending = self._pending
         if not pending or _by_deadline(messages[-1]) <= _by_deadline(pending[0]):
             pending.extendleft(reversed(messages))
-            return
-        # Rare, and linear: on ties, those coming back go first (they were taken first).
-        merged = list(heapq.merge(messages, pending, key=_by_deadline))
-        pending.clear()
-        pending.extend(merged)
+        else:
+            # Rare, and linear: on ties, those coming back go first (taken first).
+            merged = list(heapq.merge(messages, pending, key=_by_deadline))
+            pending.clear()
+            pending.extend(merged)
+        self.has_pending.set()
 
     def _unqueue(self, message: Message) -> None:
         """Take ``message`` out of the pending queue, the held heap or the dead list."""
