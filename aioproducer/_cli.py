@@ -487,14 +487,16 @@ async def _replay(args: argparse.Namespace, store: Store) -> int:
     stop = asyncio.Event()
     stopped_by: list[int] = []
     loop = asyncio.get_running_loop()
-    deadline: list[asyncio.TimerHandle] = []
+    deadline_set = False
 
     def stopping() -> None:
         # The stop gets --stop-timeout seconds from the moment it is asked for; only
         # in the main thread, where the process is the command's own to end.
-        if not deadline and handled:
+        nonlocal deadline_set
+        if not deadline_set and handled:
+            deadline_set = True
             why = f"did not stop within {args.stop_timeout:g}s"
-            deadline.append(loop.call_later(args.stop_timeout, _give_up, why, worker))
+            loop.call_later(args.stop_timeout, _give_up, why, worker)
 
     def on_signal(signum: int) -> None:
         name = signal.Signals(signum).name
