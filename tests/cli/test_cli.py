@@ -358,6 +358,17 @@ async def test_store_from_the_environment(
     assert (run.status, run.out.strip()) == (0, "1")
 
 
+async def exited(process: asyncio.subprocess.Process, within: float = 30) -> tuple[str, str]:
+    """What the process printed once it exits; its threads' stacks if it does not."""
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), within)
+    except TimeoutError:
+        process.send_signal(signal.SIGABRT)  # faulthandler prints where each thread is
+        out, err = await process.communicate()
+        raise AssertionError(f"no exit within {within}s:\n{out.decode()}\n{err.decode()}") from None
+    return out.decode(), err.decode()
+
+
 async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
     cli_store: CliStore, queue: str, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
@@ -386,10 +397,10 @@ async def test_sigterm_mid_replay_loses_nothing_and_releases_leases(
     delivered = {r.message_id for r in await drain(amqp, queue)}
     assert delivered | stored == set(ids)  # nothing lost
     rest = await asyncio.create_subprocess_exec(
-        *command, "--amqp", AMQP_URL, stdout=asyncio.subprocess.PIPE
+        *command, "--amqp", AMQP_URL, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    await asyncio.wait_for(rest.communicate(), 60)
-    assert rest.returncode == 0
+    _, err = await exited(rest, 60)
+    assert rest.returncode == 0, err
     await wait_for_ids(amqp, queue, stored, timeout=30)
 
 
@@ -402,9 +413,6 @@ class Stuck:
     store: Store
     ids: list[str]
     process: asyncio.subprocess.Process
-
-    async def exited(self) -> tuple[str, str]:
-        return await exited(self.process)
 
     async def thaw_and_finish(self, queue: str, amqp: aio_pika.abc.AbstractConnection) -> None:
         """Thaw the store, let a second worker replay what is left (once the leases of
@@ -460,23 +468,12 @@ async def stuck(tmp_path: Path, queue: str) -> AsyncIterator[Callable[..., Await
     await store.close()
 
 
-async def exited(process: asyncio.subprocess.Process, within: float = 30) -> tuple[str, str]:
-    """What the process printed once it exits; its threads' stacks if it does not."""
-    try:
-        out, err = await asyncio.wait_for(process.communicate(), within)
-    except TimeoutError:
-        process.send_signal(signal.SIGABRT)  # faulthandler prints where each thread is
-        out, err = await process.communicate()
-        raise AssertionError(f"no exit within {within}s:\n{out.decode()}\n{err.decode()}") from None
-    return out.decode(), err.decode()
-
-
 async def test_a_stop_stuck_on_a_frozen_store_ends_at_its_deadline_and_loses_nothing(
     stuck: Callable[..., Awaitable[Stuck]], queue: str, amqp: aio_pika.abc.AbstractConnection
 ) -> None:
     worker = await stuck("--stop-timeout", "1")
     worker.process.send_signal(signal.SIGTERM)
-    out, err = await worker.exited()
+    out, err = await exited(worker.process)
     assert worker.process.returncode == 1, err
     assert "did not stop within 1s; exiting with" in err
     assert "Still running:" in err and "aioproducer._cli:" in err  # where each task is
@@ -497,7 +494,7 @@ async def test_a_second_signal_while_stopping_exits_at_once_and_loses_nothing(
         seen += line
     # The stop cannot end while the store is frozen (each store call waits 5 s at least).
     worker.process.send_signal(signal.SIGINT)
-    out, err = await worker.exited()
+    out, err = await exited(worker.process)
     assert worker.process.returncode == 1, err
     assert "a second signal (SIGINT) while stopping; exiting with" in err
     assert "stopped by" not in out
@@ -517,10 +514,10 @@ async def test_replay_follow_keeps_running_and_delivers_what_arrives_later(
         await wait_for_ids(amqp, queue, set(ids), timeout=60)
         assert process.returncode is None  # an empty store does not end it
         process.send_signal(signal.SIGINT)
-        out, err = await asyncio.wait_for(process.communicate(), 30)
+        out, err = await exited(process)
     finally:
         if process.returncode is None:
             process.kill()
             await process.communicate()
-    assert process.returncode == 128 + signal.SIGINT, err.decode()
-    assert "stopped by SIGINT: 50 replayed" in out.decode()
+    assert process.returncode == 128 + signal.SIGINT, err
+    assert "stopped by SIGINT: 50 replayed" in out
